@@ -1,0 +1,191 @@
+//! Settings from `OAUTH_BROKER_*` environment variables, over an optional TOML file
+//! named by `OAUTH_BROKER_CONFIG`. Secrets are `SecretString` and never print.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Largest request body accepted, per the contract (413 beyond it).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Address to bind, e.g. `127.0.0.1:8080`; port 0 picks a free port (tests).
+    pub listen: String,
+    /// Base of `redirect_uri`; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `sqlite://path` or `postgres://...`. Secret because it may carry a password.
+    pub database_url: SecretString,
+    /// `kid:base64key,...`, first is active.
+    pub encryption_keys: Option<SecretString>,
+    /// Key file; defaults to `<database file>.key` beside a SQLite database.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Ensured to exist as an admin key for every org at start.
+    pub bootstrap_admin_key: Option<SecretString>,
+    pub refresh_cron: String,
+    pub refresh_threshold_seconds: u64,
+    pub refresh_concurrency: usize,
+    /// Lifetime assumed when a token response has no `expires_in`.
+    pub default_token_lifetime_seconds: u64,
+    /// Comma-separated origins `return_to` may point at.
+    pub allowed_return_origins: Option<String>,
+    pub allow_private_provider_addresses: bool,
+    pub log_format: LogFormat,
+    /// Requests per minute per API key; 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// Database pool size.
+    pub database_max_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            database_url: SecretString::from("sqlite://./data/oauth-broker.db"),
+            encryption_keys: None,
+            encryption_key_file: None,
+            bootstrap_admin_key: None,
+            refresh_cron: "0 */30 * * * *".into(),
+            refresh_threshold_seconds: 4 * 3600,
+            refresh_concurrency: 16,
+            default_token_lifetime_seconds: 3600,
+            allowed_return_origins: None,
+            allow_private_provider_addresses: false,
+            log_format: LogFormat::Pretty,
+            rate_limit_per_minute: 0,
+            database_max_connections: 16,
+        }
+    }
+}
+
+/// Only the non-secret defaults are serialized into the figment; secrets come from
+/// the environment or the file.
+#[derive(Serialize)]
+struct Defaults {
+    listen: String,
+    database_url: String,
+    refresh_cron: String,
+    refresh_threshold_seconds: u64,
+    refresh_concurrency: usize,
+    default_token_lifetime_seconds: u64,
+    allow_private_provider_addresses: bool,
+    log_format: LogFormat,
+    rate_limit_per_minute: u32,
+    database_max_connections: u32,
+}
+
+impl Settings {
+    /// Reads the file named by `OAUTH_BROKER_CONFIG` (if any), then the environment.
+    pub fn load() -> Result<Self, figment::Error> {
+        let d = Settings::default();
+        let defaults = Defaults {
+            listen: d.listen,
+            database_url: d.database_url.expose_secret().to_owned(),
+            refresh_cron: d.refresh_cron,
+            refresh_threshold_seconds: d.refresh_threshold_seconds,
+            refresh_concurrency: d.refresh_concurrency,
+            default_token_lifetime_seconds: d.default_token_lifetime_seconds,
+            allow_private_provider_addresses: d.allow_private_provider_addresses,
+            log_format: d.log_format,
+            rate_limit_per_minute: d.rate_limit_per_minute,
+            database_max_connections: d.database_max_connections,
+        };
+        let mut figment = Figment::from(Serialized::defaults(defaults));
+        if let Ok(path) = std::env::var("OAUTH_BROKER_CONFIG") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(Env::prefixed("OAUTH_BROKER_").ignore(&["config"]))
+            .extract()
+    }
+
+    /// The public base URL without a trailing slash.
+    pub fn public_base(&self, bound: &std::net::SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    pub fn return_origins(&self) -> Vec<String> {
+        self.allowed_return_origins
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect()
+    }
+
+    /// The SQLite file path when the database URL names one.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        sqlite_path(self.database_url.expose_secret())
+    }
+}
+
+/// `sqlite://./data/x.db?mode=rwc` -> `./data/x.db`; `None` for other schemes or memory.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(PathBuf::from(path))
+    }
+}
+
+/// The database URL with any password replaced, for logs.
+pub fn redact_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("********"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(
+            sqlite_path("sqlite://./data/oauth-broker.db"),
+            Some(PathBuf::from("./data/oauth-broker.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/x.db?mode=rwc"),
+            Some(PathBuf::from("/var/x.db"))
+        );
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn database_passwords_are_redacted_and_settings_debug_hides_secrets() {
+        let shown = redact_database_url("postgres://user:hunter2@db:5432/broker");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let settings = Settings {
+            database_url: SecretString::from("postgres://user:hunter2@db/x"),
+            bootstrap_admin_key: Some(SecretString::from("obk_topsecret")),
+            ..Settings::default()
+        };
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("topsecret"), "{debug}");
+    }
+}

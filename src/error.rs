@@ -1,0 +1,330 @@
+//! `ApiError`: every failure a handler can answer with, rendered as RFC 9457
+//! `application/problem+json` with the contract's `code`.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::ParseError;
+
+/// The contract's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    DependentsExist,
+    ValidationFailed,
+    BadRequest,
+    PayloadTooLarge,
+    RateLimited,
+    ConnectionUnavailable,
+    ProviderError,
+    Busy,
+    Internal,
+}
+
+impl ErrorCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::DependentsExist => "dependents_exist",
+            Self::ValidationFailed => "validation_failed",
+            Self::BadRequest => "bad_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::ConnectionUnavailable => "connection_unavailable",
+            Self::ProviderError => "provider_error",
+            Self::Busy => "busy",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:oauth-broker:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: ErrorCode,
+    /// Validation failures by field name (`validation_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+    /// Workflows that depend on the connection (`dependents_exist` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependent_workflows: Option<Vec<String>>,
+    /// The connection's status (`connection_unavailable` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_status: Option<String>,
+    /// Why the connection cannot give a token (`connection_unavailable` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+}
+
+/// Validation failures collected by field, so a caller sees all of them at once.
+#[derive(Debug, Default, Clone)]
+pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_default().push(message.into());
+    }
+
+    /// Records a parse failure under `field` and returns the parsed value, if any.
+    pub fn take<T>(&mut self, field: &str, parsed: Result<T, ParseError>) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.0);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Err(ApiError::Validation)` when anything was recorded.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self))
+        }
+    }
+
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        let mut e = Self::default();
+        e.add(field, message);
+        ApiError::Validation(e)
+    }
+}
+
+impl From<validator::ValidationErrors> for FieldErrors {
+    fn from(errors: validator::ValidationErrors) -> Self {
+        let mut out = FieldErrors::default();
+        collect_validator_errors(&mut out, "", &errors);
+        out
+    }
+}
+
+fn collect_validator_errors(out: &mut FieldErrors, prefix: &str, errors: &validator::ValidationErrors) {
+    use validator::ValidationErrorsKind;
+    for (field, kind) in errors.errors() {
+        let name = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                for e in list {
+                    let message = e
+                        .message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| describe(e));
+                    out.add(name.clone(), message);
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => collect_validator_errors(out, &name, inner),
+            ValidationErrorsKind::List(items) => {
+                for (index, inner) in items {
+                    collect_validator_errors(out, &format!("{name}[{index}]"), inner);
+                }
+            }
+        }
+    }
+}
+
+fn describe(e: &validator::ValidationError) -> String {
+    match e.code.as_ref() {
+        "length" => match (e.params.get("min"), e.params.get("max")) {
+            (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
+            (None, Some(max)) => format!("length must be at most {max}"),
+            (Some(min), None) => format!("length must be at least {min}"),
+            _ => "length is out of range".into(),
+        },
+        "range" => "value is out of range".into(),
+        other => format!("is invalid ({other})"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("dependents exist: {workflows:?}")]
+    DependentsExist { workflows: Vec<String> },
+    #[error("validation failed: {0:?}")]
+    Validation(FieldErrors),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("rate limited, retry after {retry_after_seconds}s")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("connection unavailable ({status})")]
+    ConnectionUnavailable {
+        status: String,
+        message: Option<String>,
+    },
+    #[error("provider error: {0}")]
+    Provider(String),
+    #[error("busy (HTTP {}): {detail}", status.as_u16())]
+    Busy { status: StatusCode, detail: String },
+    /// Anything unexpected: logged whole, answered generically.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::DependentsExist { .. } => ErrorCode::DependentsExist,
+            Self::Validation(_) => ErrorCode::ValidationFailed,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::ConnectionUnavailable { .. } => ErrorCode::ConnectionUnavailable,
+            Self::Provider(_) => ErrorCode::ProviderError,
+            Self::Busy { .. } => ErrorCode::Busy,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    fn problem(&self) -> Problem {
+        let status = self.status_code();
+        let code = self.code();
+        let mut problem = Problem {
+            type_uri: format!("urn:oauth-broker:problem:{}", code.as_str()),
+            title: status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_owned(),
+            status: status.as_u16(),
+            detail: String::new(),
+            code,
+            errors: None,
+            dependent_workflows: None,
+            connection_status: None,
+            status_message: None,
+        };
+        problem.detail = match self {
+            Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::Conflict(d)
+            | Self::BadRequest(d) => d.clone(),
+            Self::Provider(d) => d.clone(),
+            Self::Busy { detail, .. } => detail.clone(),
+            Self::DependentsExist { workflows } => {
+                problem.dependent_workflows = Some(workflows.clone());
+                format!(
+                    "{} workflow(s) depend on this connection; delete with confirm_disable_workflows=true to disable them",
+                    workflows.len()
+                )
+            }
+            Self::Validation(errors) => {
+                let fields: Vec<&str> = errors.0.keys().map(String::as_str).collect();
+                problem.errors = Some(errors.0.clone());
+                format!("invalid field(s): {}", fields.join(", "))
+            }
+            Self::PayloadTooLarge => format!(
+                "request body exceeds {} bytes",
+                crate::config::BODY_LIMIT_BYTES
+            ),
+            Self::RateLimited {
+                retry_after_seconds,
+            } => format!("too many requests for this API key; retry after {retry_after_seconds} s"),
+            Self::ConnectionUnavailable { status, message } => {
+                problem.connection_status = Some(status.clone());
+                problem.status_message = message.clone();
+                format!("the connection cannot give a token (status {status})")
+            }
+            // 5xx bodies never carry internals; the log has the cause chain.
+            Self::Internal(_) => "an internal error occurred; see the service log".into(),
+        };
+        problem
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) | Self::DependentsExist { .. } => StatusCode::CONFLICT,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ConnectionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Provider(_) => StatusCode::BAD_GATEWAY,
+            Self::Busy { status, .. } => *status,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(e) = self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response
+            .content_type("application/problem+json")
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if matches!(self, Self::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::RateLimited {
+            retry_after_seconds,
+        } = self
+        {
+            response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+        }
+        response.json(self.problem())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::Stale => ApiError::Conflict(
+                "the resource was changed by another request; read it again and retry".into(),
+            ),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}

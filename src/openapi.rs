@@ -1,0 +1,65 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations. The committed
+//! copy is `openapi/openapi.json`; a test fails when it is stale
+//! (`cargo run -- openapi > openapi/openapi.json` regenerates it).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{connections, keys, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "oauth-broker",
+        description = "Holds OAuth 2.0 connections for many organizations and hands fresh access tokens to workflow code.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        connections::list,
+        connections::create,
+        connections::get,
+        connections::patch,
+        connections::delete,
+        connections::events,
+        keys::create,
+        keys::list,
+        keys::revoke,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(crate::error::Problem, crate::error::ErrorCode)),
+    modifiers(&BearerKey),
+    tags(
+        (name = "connections", description = "OAuth connections of an organization (admin)"),
+        (name = "keys", description = "API keys (admin of every org)"),
+        (name = "operations", description = "Health, readiness and metrics (no auth)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("oauth-broker API key")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as committed: pretty JSON with a trailing newline.
+pub fn document() -> String {
+    let mut json = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    json.push('\n');
+    json
+}

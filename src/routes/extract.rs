@@ -1,0 +1,99 @@
+//! Request extractors with the contract's errors: JSON bodies (400 malformed, 422 wrong
+//! shape with the field named, 413 over 64 KiB) and query strings (422).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use validator::Validate;
+
+use crate::config::BODY_LIMIT_BYTES;
+use crate::error::{ApiError, FieldErrors};
+
+/// A JSON body, parsed and then checked with `validator`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared_len.is_some_and(|n| n > BODY_LIMIT_BYTES) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
+                if body.len() + chunk.len() > BODY_LIMIT_BYTES {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if !content_type_ok {
+                return Err(ApiError::BadRequest(
+                    "the body must be JSON with Content-Type: application/json".into(),
+                ));
+            }
+            let value = parse_json::<T>(&body)?;
+            value.validate().map_err(|e| ApiError::Validation(FieldErrors::from(e)))?;
+            Ok(JsonBody(value))
+        })
+    }
+}
+
+/// Malformed JSON is 400; JSON of the wrong shape is 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // First as untyped JSON, so syntax errors and shape errors are told apart.
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        FieldErrors::single(field, e.into_inner().to_string())
+    })
+}
+
+/// A query string; a value of the wrong type is 422 naming the parameter.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for QueryParams<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let query = req.query_string();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        let result = serde_path_to_error::deserialize::<_, T>(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { "query".to_owned() } else { path };
+                FieldErrors::single(field, e.into_inner().to_string())
+            });
+        std::future::ready(result)
+    }
+}

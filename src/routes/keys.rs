@@ -1,0 +1,167 @@
+//! `/api/oauth/keys`: API keys (admin of every org). A key is shown once, at creation.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use validator::Validate;
+
+use crate::auth::Caller;
+use crate::domain::{OrgScope, Role};
+use crate::error::{ApiError, FieldErrors, Problem};
+use crate::routes::extract::JsonBody;
+use crate::service::keys as service;
+use crate::state::AppState;
+use crate::store::ApiKey;
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// Validation: `^[A-Za-z0-9_.-]{1,100}$`, unique.
+    pub name: String,
+    pub role: Role,
+    /// One org id, or `*` for every org (GLOBAL included).
+    pub org_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub org_id: String,
+    /// The first characters of the key, to recognise it.
+    pub key_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            role: k.role,
+            org_id: k.org_scope.as_str().to_owned(),
+            key_prefix: k.key_prefix,
+            created_at: k.created_at,
+            created_by: k.created_by,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// The new key; `key` is shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub org_id: String,
+    pub key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<ApiKeyView>,
+}
+
+#[utoipa::path(
+    post, path = "/api/oauth/keys", tag = "keys",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, body = CreatedKey, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[post("/keys")]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_global_admin()?;
+    let mut errors = FieldErrors::default();
+    let name = match service::parse_key_name(&body.name) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errors.add("name", "must match ^[A-Za-z0-9_.-]{1,100}$");
+            None
+        }
+    };
+    let scope = errors.take("org_id", OrgScope::parse(&body.org_id));
+    errors.finish()?;
+    let (record, key) = service::create(
+        &state.store,
+        name.expect("checked"),
+        body.role,
+        scope.expect("checked"),
+        &caller.name,
+        state.clock.now(),
+    )
+    .await?;
+    tracing::info!(key = %record.name, role = %record.role, org = record.org_scope.as_str(), by = %caller.name, "api key created");
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(CreatedKey {
+            id: record.id,
+            name: record.name,
+            role: record.role,
+            org_id: record.org_scope.as_str().to_owned(),
+            key: key.expose_secret().to_owned(),
+            created_at: record.created_at,
+        }))
+}
+
+#[utoipa::path(
+    get, path = "/api/oauth/keys", tag = "keys",
+    responses(
+        (status = 200, body = KeyList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[get("/keys")]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require_global_admin()?;
+    let keys = state.store.list_api_keys().await?;
+    Ok(HttpResponse::Ok().json(KeyList {
+        keys: keys.into_iter().map(ApiKeyView::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/api/oauth/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Revoked; refused within 5 seconds on every replica"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[delete("/keys/{id}")]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_global_admin()?;
+    if id.len() > 64 || !state.store.revoke_api_key(&id, state.clock.now()).await? {
+        return Err(ApiError::NotFound("no active key with this id".into()));
+    }
+    state.keys.clear();
+    tracing::info!(key_id = %id, by = %caller.name, "api key revoked");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,28 @@
+//! HTTP handlers, one module per resource. Handlers parse input, check the caller's
+//! rights, call the service layer and shape the answer; they hold no SQL and no crypto.
+
+pub mod connections;
+pub mod extract;
+pub mod keys;
+pub mod ops;
+
+use actix_web::web;
+
+/// Registers every route of the service.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(
+            web::scope("/api/oauth")
+                .service(connections::list)
+                .service(connections::create)
+                .service(connections::get)
+                .service(connections::patch)
+                .service(connections::delete)
+                .service(connections::events)
+                .service(keys::create)
+                .service(keys::list)
+                .service(keys::revoke),
+        );
+}

@@ -1,0 +1,223 @@
+//! Start-up: open the database, check the encryption keys against the data, make sure an
+//! admin key exists, then build and run the HTTP server (graceful on SIGTERM/SIGINT).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App, HttpServer, web};
+use anyhow::{Context, bail};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::clock::{DynClock, SystemClock};
+use crate::config::{Settings, redact_database_url};
+use crate::crypto::{Aad, Keyring, OpenError};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::openapi::ApiDoc;
+use crate::service::keys::{Bootstrap, bootstrap};
+use crate::state::AppState;
+use crate::store::{self, AnyPool, Backend, DynStore};
+
+const KEY_CHECK: &str = "key_check";
+const KEY_CHECK_PLAINTEXT: &str = "oauth-broker key check v1";
+const KEY_CHECK_AAD: Aad<'static> = Aad {
+    org_id: "-",
+    row_id: "meta",
+    field: KEY_CHECK,
+};
+
+/// Where the key file is: as configured, else beside the SQLite database.
+pub fn key_file_path(settings: &Settings) -> Option<PathBuf> {
+    settings
+        .encryption_key_file
+        .clone()
+        .or_else(|| settings.sqlite_path().map(|p| p.with_extension("key")))
+}
+
+/// Opens and migrates the database, then chooses the keyring and proves it opens the
+/// data already there. Refuses (with what to do) rather than run with the wrong key.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
+    use secrecy::ExposeSecret;
+    let pool = store::open_pool(&settings.database_url, settings.database_max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database {}",
+                redact_database_url(settings.database_url.expose_secret())
+            )
+        })?;
+    let keyring = Arc::new(choose_keyring(settings, &pool).await?);
+    let store = pool.store(keyring.clone());
+    match store.get_meta(KEY_CHECK).await? {
+        None => {
+            store
+                .put_meta(KEY_CHECK, &keyring.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD))
+                .await?;
+        }
+        Some(sealed) => match keyring.open(&sealed, KEY_CHECK_AAD) {
+            Ok(_) => {}
+            Err(OpenError::UnknownKey(kid)) => bail!(
+                "the stored secrets were encrypted with key id `{kid}`, which is not configured \
+                 (configured: {:?}). Add that key to OAUTH_BROKER_ENCRYPTION_KEYS (after the active key) \
+                 or restore the key file; keep old keys listed until `oauth-broker rotate-keys` has run.",
+                keyring
+            ),
+            Err(OpenError::Forged(kid)) => bail!(
+                "the configured key `{kid}` is not the key the stored secrets were encrypted with: \
+                 the key id matches but the key bytes differ. Restore the original key for `{kid}`; \
+                 do not start with a new key under an old id."
+            ),
+            Err(OpenError::Malformed) => bail!("the stored key check is unreadable; the meta table was altered"),
+        },
+    }
+    Ok(store)
+}
+
+async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<Keyring> {
+    if let Some(spec) = &settings.encryption_keys {
+        return Keyring::parse(spec).context("reading OAUTH_BROKER_ENCRYPTION_KEYS");
+    }
+    let Some(path) = key_file_path(settings) else {
+        bail!(
+            "no encryption key is configured. Set OAUTH_BROKER_ENCRYPTION_KEYS=k1:<base64 of 32 random bytes> \
+             (e.g. `echo k1:$(openssl rand -base64 32)`) or OAUTH_BROKER_ENCRYPTION_KEY_FILE; \
+             every replica sharing the database needs the same keys."
+        );
+    };
+    if path.exists() {
+        return Keyring::from_file(&path)
+            .with_context(|| format!("reading the key file {}", path.display()));
+    }
+    // Probe with a throwaway key: only counts and the presence of the check are read.
+    let probe = pool.store(Arc::new(Keyring::generate("probe").0));
+    let has_data = probe.get_meta(KEY_CHECK).await?.is_some() || probe.count_sealed_rows().await? > 0;
+    if has_data {
+        bail!(
+            "the database holds encrypted secrets but the key file {} is missing. Restore it from \
+             your backup, or set OAUTH_BROKER_ENCRYPTION_KEYS to the keys the data was encrypted with. \
+             Starting with a new key would make every stored secret unreadable.",
+            path.display()
+        );
+    }
+    if pool.backend() == Backend::Postgres && settings.encryption_key_file.is_none() {
+        bail!("no encryption key is configured for PostgreSQL: set OAUTH_BROKER_ENCRYPTION_KEYS");
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the folder of {}", path.display()))?;
+    }
+    let ring = Keyring::create_file(&path, "k1")?;
+    tracing::warn!(
+        path = %path.display(),
+        "no encryption key was configured: created a new key file (mode 0600). Back it up: \
+         without it the stored secrets cannot be read"
+    );
+    Ok(ring)
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with a given clock (tests move it).
+    pub async fn build_with_clock(settings: Settings, clock: DynClock) -> anyhow::Result<Self> {
+        let store = open_store(&settings).await?;
+        match bootstrap(&store, settings.bootstrap_admin_key.as_ref(), clock.now()).await? {
+            Bootstrap::CreatedFirstKey(key) => {
+                // Deliberately not a log line: the key is shown once, to the operator.
+                eprintln!(
+                    "\n  No API key existed, so a first admin key (every org) was created.\n  \
+                     It is shown only now; store it safely:\n\n    {key}\n\n  \
+                     Use it as `Authorization: Bearer <key>`. Create more with POST /api/oauth/keys.\n"
+                );
+            }
+            Bootstrap::RegisteredConfiguredKey => {
+                tracing::info!("registered OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY as an admin key for every org");
+            }
+            Bootstrap::Nothing => {}
+        }
+
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            public_base: settings.public_base(&address),
+            store,
+            clock,
+            settings,
+            keys: Default::default(),
+            metrics: Arc::new(Metrics::default()),
+        });
+        let server_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .configure(routes_and_docs)
+                .default_service(web::to(not_found))
+                .wrap(
+                    DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("Cache-Control", "no-store")),
+                )
+                .wrap(from_fn(crate::metrics::track))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(address = %address, public_url = %state.public_base, "listening");
+        Ok(Self {
+            port: address.port(),
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish (30 s at most).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn routes_and_docs(cfg: &mut web::ServiceConfig) {
+    crate::routes::configure(cfg);
+    cfg.service(web::redirect("/docs", "/docs/")).service(
+        SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
+    );
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+/// Re-seals every secret, and the key check, under the active key.
+pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<store::RotationReport> {
+    let store = open_store(settings).await?;
+    let report = store.rotate_keys().await?;
+    let keyring = store.keyring();
+    store
+        .put_meta(KEY_CHECK, &keyring.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD))
+        .await?;
+    tracing::info!(resealed = report.resealed, current = report.current, active = keyring.active_kid(), "keys rotated");
+    Ok(report)
+}

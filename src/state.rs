@@ -1,0 +1,26 @@
+//! What every handler shares: the store, the clock, settings and caches.
+
+use std::sync::Arc;
+
+use crate::auth::KeyCache;
+use crate::clock::DynClock;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::store::DynStore;
+
+pub struct AppState {
+    pub store: DynStore,
+    pub clock: DynClock,
+    pub settings: Settings,
+    /// Base of `redirect_uri`, without a trailing slash.
+    pub public_base: String,
+    pub keys: KeyCache,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The absolute callback URL of a connection.
+    pub fn redirect_uri(&self, connection_name: &str) -> String {
+        format!("{}/api/oauth/callback/{connection_name}", self.public_base)
+    }
+}

@@ -1,0 +1,174 @@
+//! Storage: one `Store` trait, implemented for SQLite and PostgreSQL by one body of SQL
+//! (`sql.rs`), picked from the database URL's scheme at start.
+//!
+//! Secrets cross this boundary in clear only as `SecretString`; they are sealed on the
+//! way in and opened on the way out with the keyring, bound to org, row and column.
+
+mod postgres;
+mod sql;
+mod sqlite;
+mod types;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::crypto::{Keyring, OpenError};
+use crate::domain::{ConnectionName, OrgId};
+
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. a duplicate connection name).
+    #[error("{0}")]
+    Conflict(String),
+    /// The row changed since it was read (optimistic concurrency).
+    #[error("the row was changed by another writer")]
+    Stale,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the stored {field} of {row} does not open")]
+    Crypto {
+        row: String,
+        field: &'static str,
+        #[source]
+        source: OpenError,
+    },
+    #[error("a stored row is not readable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (as opposed to a bad query or row).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            )
+        )
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database backs the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Every read and write the service makes. Implementations seal and open secrets.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    fn keyring(&self) -> &Keyring;
+
+    /// Reachable and migrated.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- meta: the key check -------------------------------------------------------
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Inserts or replaces.
+    async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+    /// Rows holding ciphertexts (connections and pending authorizations).
+    async fn count_sealed_rows(&self) -> StoreResult<i64>;
+
+    // --- connections ---------------------------------------------------------------
+    /// Inserts the connection and its `created` event in one transaction.
+    async fn insert_connection(&self, new: NewConnection, event: NewEvent) -> StoreResult<Connection>;
+    async fn get_connection(&self, org: &OrgId, name: &ConnectionName) -> StoreResult<Option<Connection>>;
+    /// Connections of the given orgs, ordered by org then name.
+    async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>>;
+    /// Writes every mutable column of `conn` if its version is still current, applies
+    /// the secret writes and appends the events, all in one transaction. Returns the
+    /// row as stored (version incremented). `StoreError::Stale` if someone else wrote.
+    async fn save_connection(
+        &self,
+        conn: &Connection,
+        secrets: SecretWrites,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Connection>;
+    /// Deletes the connection, its pending authorizations and dependencies; when
+    /// `disable_workflows`, records each dependent workflow as disabled; appends the
+    /// `deleted` event. One transaction.
+    async fn delete_connection(
+        &self,
+        conn: &Connection,
+        disable_workflows: bool,
+        event: NewEvent,
+    ) -> StoreResult<()>;
+    /// Opens the connection's secrets.
+    fn open_secrets(&self, conn: &Connection) -> StoreResult<ConnectionSecrets> {
+        conn.open_secrets(self.keyring())
+    }
+
+    // --- events --------------------------------------------------------------------
+    async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_events(&self, connection_id: &str, limit: i64) -> StoreResult<Vec<Event>>;
+
+    // --- workflows -----------------------------------------------------------------
+    /// Ids of workflows depending on the connection, sorted.
+    async fn dependent_workflows(&self, org: &OrgId, name: &ConnectionName) -> StoreResult<Vec<String>>;
+
+    // --- api keys ------------------------------------------------------------------
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
+    /// An active (not revoked) key by the SHA-256 of its secret.
+    async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// True when a key was revoked now.
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn count_active_api_keys(&self) -> StoreResult<i64>;
+
+    // --- maintenance ---------------------------------------------------------------
+    /// Re-seals every ciphertext under the keyring's active key.
+    async fn rotate_keys(&self) -> StoreResult<RotationReport>;
+}
+
+/// A shared store handle.
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens and migrates the database without a keyring (for the key check at start).
+pub async fn open_pool(database_url: &SecretString, max_connections: u32) -> StoreResult<AnyPool> {
+    use secrecy::ExposeSecret;
+    let url = database_url.expose_secret();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(AnyPool::Postgres(postgres::open(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(AnyPool::Sqlite(sqlite::open(url, max_connections).await?))
+    } else {
+        Err(StoreError::Corrupt(
+            "the database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// A migrated pool before a keyring is chosen.
+pub enum AnyPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl AnyPool {
+    pub fn backend(&self) -> Backend {
+        match self {
+            AnyPool::Sqlite(_) => Backend::Sqlite,
+            AnyPool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A store over this pool that seals with `keyring` (pools are shared handles).
+    pub fn store(&self, keyring: Arc<Keyring>) -> DynStore {
+        match self {
+            AnyPool::Sqlite(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring)),
+            AnyPool::Postgres(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring)),
+        }
+    }
+}

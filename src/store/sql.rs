@@ -1,0 +1,734 @@
+//! The SQL shared by both backends. sqlx's SQLite driver accepts PostgreSQL-style `$n`
+//! placeholders, so one query text serves both; `impl_store!` expands the same method
+//! bodies once per backend (sqlx's `Any` driver cannot carry our types, see
+//! `shared/CRATES.md`). Where the dialects differ, `Dialect` says how.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+
+use super::types::*;
+use super::{Backend, Store, StoreError, StoreResult};
+use crate::crypto::{Aad, Keyring};
+use crate::domain::{
+    ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, OrgScope, Role, TokenAuthMethod,
+};
+
+/// A pool and the keyring that seals what goes into it.
+pub struct SqlStore<DB: sqlx::Database> {
+    pub(super) pool: sqlx::Pool<DB>,
+    keyring: Arc<Keyring>,
+}
+
+impl<DB: sqlx::Database> SqlStore<DB> {
+    pub fn new(pool: sqlx::Pool<DB>, keyring: Arc<Keyring>) -> Self {
+        Self { pool, keyring }
+    }
+}
+
+/// What differs between the two SQL dialects.
+pub trait Dialect {
+    const BACKEND: Backend;
+    /// Starts a transaction that will write. SQLite takes the write lock up front so a
+    /// read-then-write transaction cannot fail with SQLITE_BUSY halfway.
+    const BEGIN_WRITE: &'static str;
+}
+
+impl Dialect for sqlx::Sqlite {
+    const BACKEND: Backend = Backend::Sqlite;
+    const BEGIN_WRITE: &'static str = "begin immediate";
+}
+
+impl Dialect for sqlx::Postgres {
+    const BACKEND: Backend = Backend::Postgres;
+    const BEGIN_WRITE: &'static str = "begin";
+}
+
+macro_rules! connection_columns {
+    () => {
+        "id, org_id, name, flow_type, client_id, client_secret_sealed, authorization_url, \
+         token_url, scopes, token_auth_method, extra_authorization_params, extra_token_params, \
+         test_url, obo_config, status, status_message, access_token_sealed, refresh_token_sealed, \
+         token_type, token_expires_at, token_scopes, last_refresh_at, last_test_at, \
+         refresh_failures, next_refresh_attempt_at, created_at, created_by, updated_at, version"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ConnectionRow {
+    id: String,
+    org_id: String,
+    name: String,
+    flow_type: String,
+    client_id: String,
+    client_secret_sealed: Option<String>,
+    authorization_url: Option<String>,
+    token_url: String,
+    scopes: String,
+    token_auth_method: String,
+    extra_authorization_params: String,
+    extra_token_params: String,
+    test_url: Option<String>,
+    obo_config: Option<String>,
+    status: String,
+    status_message: Option<String>,
+    access_token_sealed: Option<String>,
+    refresh_token_sealed: Option<String>,
+    token_type: Option<String>,
+    token_expires_at: Option<i64>,
+    token_scopes: Option<String>,
+    last_refresh_at: Option<i64>,
+    last_test_at: Option<i64>,
+    refresh_failures: i64,
+    next_refresh_attempt_at: Option<i64>,
+    created_at: i64,
+    created_by: String,
+    updated_at: i64,
+    version: i64,
+}
+
+fn corrupt(what: &str, id: &str) -> StoreError {
+    StoreError::Corrupt(format!("connection {id}: bad {what}"))
+}
+
+impl TryFrom<ConnectionRow> for Connection {
+    type Error = StoreError;
+
+    fn try_from(r: ConnectionRow) -> StoreResult<Self> {
+        let id = r.id;
+        let json = |text: &str, what: &str| {
+            serde_json::from_str::<serde_json::Value>(text).map_err(|_| corrupt(what, &id))
+        };
+        let string_map = |text: &str, what: &str| {
+            serde_json::from_str::<BTreeMap<String, String>>(text).map_err(|_| corrupt(what, &id))
+        };
+        let string_list = |text: &str, what: &str| {
+            serde_json::from_str::<Vec<String>>(text).map_err(|_| corrupt(what, &id))
+        };
+        Ok(Connection {
+            org_id: OrgId::parse(&r.org_id).map_err(|_| corrupt("org_id", &id))?,
+            name: ConnectionName::parse(&r.name).map_err(|_| corrupt("name", &id))?,
+            config: ConnectionConfig {
+                flow_type: FlowType::parse(&r.flow_type).ok_or_else(|| corrupt("flow_type", &id))?,
+                client_id: r.client_id,
+                authorization_url: r.authorization_url,
+                token_url: r.token_url,
+                scopes: string_list(&r.scopes, "scopes")?,
+                token_auth_method: TokenAuthMethod::parse(&r.token_auth_method)
+                    .ok_or_else(|| corrupt("token_auth_method", &id))?,
+                extra_authorization_params: string_map(
+                    &r.extra_authorization_params,
+                    "extra_authorization_params",
+                )?,
+                extra_token_params: string_map(&r.extra_token_params, "extra_token_params")?,
+                test_url: r.test_url,
+                obo_config: r.obo_config.as_deref().map(|t| json(t, "obo_config")).transpose()?,
+            },
+            status: ConnectionStatus::parse(&r.status).ok_or_else(|| corrupt("status", &id))?,
+            status_message: r.status_message,
+            token_type: r.token_type,
+            token_expires_at: r.token_expires_at.map(from_ms),
+            token_scopes: r
+                .token_scopes
+                .as_deref()
+                .map(|t| string_list(t, "token_scopes"))
+                .transpose()?,
+            last_refresh_at: r.last_refresh_at.map(from_ms),
+            last_test_at: r.last_test_at.map(from_ms),
+            refresh_failures: r.refresh_failures,
+            next_refresh_attempt_at: r.next_refresh_attempt_at.map(from_ms),
+            created_at: from_ms(r.created_at),
+            created_by: r.created_by,
+            updated_at: from_ms(r.updated_at),
+            version: r.version,
+            sealed: Sealed {
+                client_secret: r.client_secret_sealed,
+                access_token: r.access_token_sealed,
+                refresh_token: r.refresh_token_sealed,
+            },
+            id,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    id: i64,
+    at: i64,
+    kind: String,
+    actor: String,
+    detail: Option<String>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> StoreResult<Self> {
+        Ok(Event {
+            id: r.id,
+            at: from_ms(r.at),
+            kind: EventKind::parse(&r.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("event {}: bad kind", r.id)))?,
+            actor: r.actor,
+            detail: r.detail,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ApiKeyRow {
+    id: String,
+    name: String,
+    role: String,
+    org_scope: String,
+    key_prefix: String,
+    created_at: i64,
+    created_by: String,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = StoreError;
+    fn try_from(r: ApiKeyRow) -> StoreResult<Self> {
+        let bad = |what: &str| StoreError::Corrupt(format!("api key {}: bad {what}", r.id));
+        Ok(ApiKey {
+            role: Role::parse(&r.role).ok_or_else(|| bad("role"))?,
+            org_scope: OrgScope::parse(&r.org_scope).map_err(|_| bad("org_scope"))?,
+            id: r.id,
+            name: r.name,
+            key_prefix: r.key_prefix,
+            created_at: from_ms(r.created_at),
+            created_by: r.created_by,
+            revoked_at: r.revoked_at.map(from_ms),
+        })
+    }
+}
+
+fn unique_to_conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => StoreError::Database(e),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("maps and lists of strings always serialize")
+}
+
+/// Seals a write for one column, given what is stored now.
+fn apply_write(
+    keyring: &Keyring,
+    current: &Option<String>,
+    write: &SecretWrite,
+    aad: Aad<'_>,
+) -> Option<String> {
+    match write {
+        SecretWrite::Keep => current.clone(),
+        SecretWrite::Clear => None,
+        SecretWrite::Set(secret) => Some(keyring.seal(secret.expose_secret(), aad)),
+    }
+}
+
+/// Appends one event inside the caller's transaction.
+macro_rules! insert_event {
+    ($executor:expr, $event:expr) => {{
+        let event: &NewEvent = $event;
+        sqlx::query(
+            "insert into events (org_id, connection_id, connection_name, at, kind, actor, detail) \
+             values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(event.org_id.as_str())
+        .bind(&event.connection_id)
+        .bind(event.connection_name.as_str())
+        .bind(to_ms(event.at))
+        .bind(event.kind.as_str())
+        .bind(&event.actor)
+        .bind(&event.detail)
+        .execute($executor)
+        .await?;
+    }};
+}
+
+macro_rules! impl_store {
+    ($db:ty) => {
+        #[async_trait]
+        impl Store for SqlStore<$db> {
+            fn backend(&self) -> Backend {
+                <$db as Dialect>::BACKEND
+            }
+
+            fn keyring(&self) -> &Keyring {
+                &self.keyring
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                // Reads the migrations table: reachable *and* migrated.
+                sqlx::query("select count(*) from _sqlx_migrations")
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+                let value: Option<(String,)> =
+                    sqlx::query_as("select value from meta where key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(value.map(|(v,)| v))
+            }
+
+            async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into meta (key, value) values ($1, $2) \
+                     on conflict (key) do update set value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn count_sealed_rows(&self) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "select (select count(*) from connections) \
+                          + (select count(*) from pending_authorizations)",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n)
+            }
+
+            async fn insert_connection(
+                &self,
+                new: NewConnection,
+                event: NewEvent,
+            ) -> StoreResult<Connection> {
+                let id = uuid::Uuid::new_v4().to_string();
+                let aad = |field| Aad {
+                    org_id: new.org_id.as_str(),
+                    row_id: &id,
+                    field,
+                };
+                let client_secret = new
+                    .client_secret
+                    .as_ref()
+                    .map(|s| self.keyring.seal(s.expose_secret(), aad(fields::CLIENT_SECRET)));
+                let refresh_token = new
+                    .refresh_token
+                    .as_ref()
+                    .map(|s| self.keyring.seal(s.expose_secret(), aad(fields::REFRESH_TOKEN)));
+                let now = to_ms(new.now);
+                let c = &new.config;
+                let mut tx = self.pool.begin_with(<$db as Dialect>::BEGIN_WRITE).await?;
+                let row: ConnectionRow = sqlx::query_as(concat!(
+                    "insert into connections (id, org_id, name, flow_type, client_id, \
+                     client_secret_sealed, authorization_url, token_url, scopes, token_auth_method, \
+                     extra_authorization_params, extra_token_params, test_url, obo_config, status, \
+                     refresh_token_sealed, created_at, created_by, updated_at, version) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18, $17, 1) returning ",
+                    connection_columns!()
+                ))
+                .bind(&id)
+                .bind(new.org_id.as_str())
+                .bind(new.name.as_str())
+                .bind(c.flow_type.as_str())
+                .bind(&c.client_id)
+                .bind(client_secret)
+                .bind(&c.authorization_url)
+                .bind(&c.token_url)
+                .bind(to_json(&c.scopes))
+                .bind(c.token_auth_method.as_str())
+                .bind(to_json(&c.extra_authorization_params))
+                .bind(to_json(&c.extra_token_params))
+                .bind(&c.test_url)
+                .bind(c.obo_config.as_ref().map(to_json))
+                .bind(ConnectionStatus::NotConnected.as_str())
+                .bind(refresh_token)
+                .bind(now)
+                .bind(&new.created_by)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    unique_to_conflict(e, || {
+                        format!(
+                            "a connection named `{}` already exists in org `{}`",
+                            new.name, new.org_id
+                        )
+                    })
+                })?;
+                let event = NewEvent {
+                    connection_id: id.clone(),
+                    ..event
+                };
+                insert_event!(&mut *tx, &event);
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn get_connection(
+                &self,
+                org: &OrgId,
+                name: &ConnectionName,
+            ) -> StoreResult<Option<Connection>> {
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where org_id = $1 and name = $2"
+                ))
+                .bind(org.as_str())
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(Connection::try_from).transpose()
+            }
+
+            async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>> {
+                let (first, second) = match orgs {
+                    [] => return Ok(Vec::new()),
+                    [one] => (one, one),
+                    [one, two] => (one, two),
+                    _ => {
+                        return Err(StoreError::Corrupt(
+                            "list_connections takes at most two orgs".into(),
+                        ))
+                    }
+                };
+                let rows: Vec<ConnectionRow> = sqlx::query_as(concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where org_id = $1 or org_id = $2 order by org_id, name"
+                ))
+                .bind(first.as_str())
+                .bind(second.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(Connection::try_from).collect()
+            }
+
+            async fn save_connection(
+                &self,
+                conn: &Connection,
+                secrets: SecretWrites,
+                events: Vec<NewEvent>,
+            ) -> StoreResult<Connection> {
+                let client_secret = apply_write(
+                    &self.keyring,
+                    &conn.sealed.client_secret,
+                    &secrets.client_secret,
+                    conn.aad(fields::CLIENT_SECRET),
+                );
+                let access_token = apply_write(
+                    &self.keyring,
+                    &conn.sealed.access_token,
+                    &secrets.access_token,
+                    conn.aad(fields::ACCESS_TOKEN),
+                );
+                let refresh_token = apply_write(
+                    &self.keyring,
+                    &conn.sealed.refresh_token,
+                    &secrets.refresh_token,
+                    conn.aad(fields::REFRESH_TOKEN),
+                );
+                let c = &conn.config;
+                let mut tx = self.pool.begin_with(<$db as Dialect>::BEGIN_WRITE).await?;
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                    "update connections set flow_type = $3, client_id = $4, \
+                     client_secret_sealed = $5, authorization_url = $6, token_url = $7, \
+                     scopes = $8, token_auth_method = $9, extra_authorization_params = $10, \
+                     extra_token_params = $11, test_url = $12, obo_config = $13, status = $14, \
+                     status_message = $15, access_token_sealed = $16, refresh_token_sealed = $17, \
+                     token_type = $18, token_expires_at = $19, token_scopes = $20, \
+                     last_refresh_at = $21, last_test_at = $22, refresh_failures = $23, \
+                     next_refresh_attempt_at = $24, updated_at = $25, version = version + 1 \
+                     where id = $1 and version = $2 returning ",
+                    connection_columns!()
+                ))
+                .bind(&conn.id)
+                .bind(conn.version)
+                .bind(c.flow_type.as_str())
+                .bind(&c.client_id)
+                .bind(client_secret)
+                .bind(&c.authorization_url)
+                .bind(&c.token_url)
+                .bind(to_json(&c.scopes))
+                .bind(c.token_auth_method.as_str())
+                .bind(to_json(&c.extra_authorization_params))
+                .bind(to_json(&c.extra_token_params))
+                .bind(&c.test_url)
+                .bind(c.obo_config.as_ref().map(to_json))
+                .bind(conn.status.as_str())
+                .bind(&conn.status_message)
+                .bind(access_token)
+                .bind(refresh_token)
+                .bind(&conn.token_type)
+                .bind(conn.token_expires_at.map(to_ms))
+                .bind(conn.token_scopes.as_ref().map(to_json))
+                .bind(conn.last_refresh_at.map(to_ms))
+                .bind(conn.last_test_at.map(to_ms))
+                .bind(conn.refresh_failures)
+                .bind(conn.next_refresh_attempt_at.map(to_ms))
+                .bind(to_ms(conn.updated_at))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::Stale);
+                };
+                for event in &events {
+                    insert_event!(&mut *tx, event);
+                }
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn delete_connection(
+                &self,
+                conn: &Connection,
+                disable_workflows: bool,
+                event: NewEvent,
+            ) -> StoreResult<()> {
+                let now = event.at;
+                let mut tx = self.pool.begin_with(<$db as Dialect>::BEGIN_WRITE).await?;
+                if disable_workflows {
+                    // One row per dependent workflow; an already disabled one keeps its
+                    // first reason.
+                    sqlx::query(
+                        "insert into disabled_workflows \
+                         (workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection) \
+                         select workflow_id, org_id, $3, $4, connection_name \
+                         from workflow_dependencies where org_id = $1 and connection_name = $2 \
+                         on conflict (workflow_id, org_id) do nothing",
+                    )
+                    .bind(conn.org_id.as_str())
+                    .bind(conn.name.as_str())
+                    .bind(format!("OAuth connection `{}` was deleted", conn.name))
+                    .bind(to_ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query("delete from workflow_dependencies where org_id = $1 and connection_name = $2")
+                    .bind(conn.org_id.as_str())
+                    .bind(conn.name.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("delete from pending_authorizations where connection_id = $1")
+                    .bind(&conn.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query("delete from connections where id = $1")
+                    .bind(&conn.id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Stale);
+                }
+                // The audit trail outlives the connection.
+                insert_event!(&mut *tx, &event);
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with(<$db as Dialect>::BEGIN_WRITE).await?;
+                for event in &events {
+                    insert_event!(&mut *tx, event);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_events(&self, connection_id: &str, limit: i64) -> StoreResult<Vec<Event>> {
+                let rows: Vec<EventRow> = sqlx::query_as(
+                    "select id, at, kind, actor, detail from events \
+                     where connection_id = $1 order by id desc limit $2",
+                )
+                .bind(connection_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(Event::try_from).collect()
+            }
+
+            async fn dependent_workflows(
+                &self,
+                org: &OrgId,
+                name: &ConnectionName,
+            ) -> StoreResult<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "select workflow_id from workflow_dependencies \
+                     where org_id = $1 and connection_name = $2 order by workflow_id",
+                )
+                .bind(org.as_str())
+                .bind(name.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(w,)| w).collect())
+            }
+
+            async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey> {
+                let row: ApiKeyRow = sqlx::query_as(
+                    "insert into api_keys (id, name, role, org_scope, key_hash, key_prefix, created_at, created_by) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     returning id, name, role, org_scope, key_prefix, created_at, created_by, revoked_at",
+                )
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(&key.name)
+                .bind(key.role.as_str())
+                .bind(key.org_scope.as_str())
+                .bind(&key.key_hash)
+                .bind(&key.key_prefix)
+                .bind(to_ms(key.now))
+                .bind(&key.created_by)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| unique_to_conflict(e, || format!("an API key named `{}` already exists", key.name)))?;
+                row.try_into()
+            }
+
+            async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+                let row: Option<ApiKeyRow> = sqlx::query_as(
+                    "select id, name, role, org_scope, key_prefix, created_at, created_by, revoked_at \
+                     from api_keys where key_hash = $1 and revoked_at is null",
+                )
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(ApiKey::try_from).transpose()
+            }
+
+            async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+                let rows: Vec<ApiKeyRow> = sqlx::query_as(
+                    "select id, name, role, org_scope, key_prefix, created_at, created_by, revoked_at \
+                     from api_keys order by created_at, name",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(ApiKey::try_from).collect()
+            }
+
+            async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update api_keys set revoked_at = $2 where id = $1 and revoked_at is null",
+                )
+                .bind(id)
+                .bind(to_ms(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn count_active_api_keys(&self) -> StoreResult<i64> {
+                let (n,): (i64,) =
+                    sqlx::query_as("select count(*) from api_keys where revoked_at is null")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(n)
+            }
+
+            async fn rotate_keys(&self) -> StoreResult<RotationReport> {
+                let mut report = RotationReport::default();
+                // Connections: one short transaction per row so a running service keeps
+                // serving; the version check keeps a concurrent token write from being lost
+                // (the row is simply read again).
+                let ids: Vec<(String,)> = sqlx::query_as("select id from connections order by id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                for (id,) in ids {
+                    loop {
+                        let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                            "select ",
+                            connection_columns!(),
+                            " from connections where id = $1"
+                        ))
+                        .bind(&id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                        let Some(row) = row else { break };
+                        let conn = Connection::try_from(row)?;
+                        let mut sealed = conn.sealed.clone();
+                        let mut row_report = RotationReport::default();
+                        for (slot, field) in [
+                            (&mut sealed.client_secret, fields::CLIENT_SECRET),
+                            (&mut sealed.access_token, fields::ACCESS_TOKEN),
+                            (&mut sealed.refresh_token, fields::REFRESH_TOKEN),
+                        ] {
+                            let Some(current) = slot.as_deref() else { continue };
+                            match self.keyring.reseal(current, conn.aad(field)).map_err(|source| {
+                                StoreError::Crypto {
+                                    row: format!("connection {}/{}", conn.org_id, conn.name),
+                                    field,
+                                    source,
+                                }
+                            })? {
+                                Some(new) => {
+                                    *slot = Some(new);
+                                    row_report.resealed += 1;
+                                }
+                                None => row_report.current += 1,
+                            }
+                        }
+                        if row_report.resealed == 0 {
+                            report.current += row_report.current;
+                            break;
+                        }
+                        let done = sqlx::query(
+                            "update connections set client_secret_sealed = $3, access_token_sealed = $4, \
+                             refresh_token_sealed = $5, version = version + 1 where id = $1 and version = $2",
+                        )
+                        .bind(&conn.id)
+                        .bind(conn.version)
+                        .bind(&sealed.client_secret)
+                        .bind(&sealed.access_token)
+                        .bind(&sealed.refresh_token)
+                        .execute(&self.pool)
+                        .await?;
+                        if done.rows_affected() == 1 {
+                            report.resealed += row_report.resealed;
+                            report.current += row_report.current;
+                            break;
+                        }
+                        // Written meanwhile (a refresh): read the fresh row and go again.
+                    }
+                }
+                let pending: Vec<(String, String, String)> = sqlx::query_as(
+                    "select state_hash, org_id, pkce_verifier_sealed from pending_authorizations",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                for (state_hash, org_id, sealed) in pending {
+                    let aad = Aad {
+                        org_id: &org_id,
+                        row_id: &state_hash,
+                        field: fields::PKCE_VERIFIER,
+                    };
+                    match self.keyring.reseal(&sealed, aad).map_err(|source| StoreError::Crypto {
+                        row: "a pending authorization".into(),
+                        field: fields::PKCE_VERIFIER,
+                        source,
+                    })? {
+                        Some(new) => {
+                            sqlx::query(
+                                "update pending_authorizations set pkce_verifier_sealed = $2 where state_hash = $1",
+                            )
+                            .bind(&state_hash)
+                            .bind(new)
+                            .execute(&self.pool)
+                            .await?;
+                            report.resealed += 1;
+                        }
+                        None => report.current += 1,
+                    }
+                }
+                Ok(report)
+            }
+        }
+    };
+}
+
+impl_store!(sqlx::Sqlite);
+impl_store!(sqlx::Postgres);
+
