@@ -8,7 +8,11 @@ use crate::domain::{OrgScope, Role};
 use crate::startup::{Application, open_store};
 
 #[derive(Debug, Parser)]
-#[command(name = "oauth-broker", version, about = "Holds OAuth connections and hands out fresh access tokens")]
+#[command(
+    name = "oauth-broker",
+    version,
+    about = "Holds OAuth connections and hands out fresh access tokens"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -48,7 +52,12 @@ pub enum KeysCommand {
 
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
         Command::Migrate => {
             crate::store::open_pool(&settings.database_url, 1).await?;
             eprintln!("migrations applied");

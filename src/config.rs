@@ -46,6 +46,8 @@ pub struct Settings {
     pub rate_limit_per_minute: u32,
     /// Database pool size.
     pub database_max_connections: u32,
+    /// HTTP worker threads; defaults to the number of cores.
+    pub http_workers: Option<usize>,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             log_format: LogFormat::Pretty,
             rate_limit_per_minute: 0,
             database_max_connections: 16,
+            http_workers: None,
         }
     }
 }
@@ -88,7 +91,7 @@ struct Defaults {
 
 impl Settings {
     /// Reads the file named by `OAUTH_BROKER_CONFIG` (if any), then the environment.
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         let d = Settings::default();
         let defaults = Defaults {
             listen: d.listen,
@@ -109,6 +112,7 @@ impl Settings {
         figment
             .merge(Env::prefixed("OAUTH_BROKER_").ignore(&["config"]))
             .extract()
+            .map_err(Box::new)
     }
 
     /// The public base URL without a trailing slash.
@@ -186,6 +190,9 @@ mod tests {
             ..Settings::default()
         };
         let debug = format!("{settings:?}");
-        assert!(!debug.contains("hunter2") && !debug.contains("topsecret"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("topsecret"),
+            "{debug}"
+        );
     }
 }

@@ -328,7 +328,10 @@ mod tests {
             old_spec.expose_secret()
         )))
         .unwrap();
-        assert_eq!(both.open(&sealed, aad("r", "f")).unwrap().expose_secret(), "v");
+        assert_eq!(
+            both.open(&sealed, aad("r", "f")).unwrap().expose_secret(),
+            "v"
+        );
         let resealed = both.reseal(&sealed, aad("r", "f")).unwrap().unwrap();
         assert_eq!(Keyring::kid_of(&resealed), Some("new"));
         assert_eq!(both.reseal(&resealed, aad("r", "f")).unwrap(), None);
@@ -373,7 +376,14 @@ mod tests {
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert!(ring.open(&tampered, aad("r", "f")).is_err());
-        for junk in ["", "v1:", "v1:k1:", "v2:k1:AAAA", "v1:zz:AAAA", "plain text"] {
+        for junk in [
+            "",
+            "v1:",
+            "v1:k1:",
+            "v2:k1:AAAA",
+            "v1:zz:AAAA",
+            "plain text",
+        ] {
             assert!(ring.open(junk, aad("r", "f")).is_err(), "{junk:?}");
         }
     }

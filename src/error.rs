@@ -122,7 +122,11 @@ impl From<validator::ValidationErrors> for FieldErrors {
     }
 }
 
-fn collect_validator_errors(out: &mut FieldErrors, prefix: &str, errors: &validator::ValidationErrors) {
+fn collect_validator_errors(
+    out: &mut FieldErrors,
+    prefix: &str,
+    errors: &validator::ValidationErrors,
+) {
     use validator::ValidationErrorsKind;
     for (field, kind) in errors.errors() {
         let name = if prefix.is_empty() {
@@ -226,10 +230,7 @@ impl ApiError {
         let code = self.code();
         let mut problem = Problem {
             type_uri: format!("urn:oauth-broker:problem:{}", code.as_str()),
-            title: status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: String::new(),
             code,

@@ -71,7 +71,9 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
                  the key id matches but the key bytes differ. Restore the original key for `{kid}`; \
                  do not start with a new key under an old id."
             ),
-            Err(OpenError::Malformed) => bail!("the stored key check is unreadable; the meta table was altered"),
+            Err(OpenError::Malformed) => {
+                bail!("the stored key check is unreadable; the meta table was altered")
+            }
         },
     }
     Ok(store)
@@ -94,7 +96,8 @@ async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<K
     }
     // Probe with a throwaway key: only counts and the presence of the check are read.
     let probe = pool.store(Arc::new(Keyring::generate("probe").0));
-    let has_data = probe.get_meta(KEY_CHECK).await?.is_some() || probe.count_sealed_rows().await? > 0;
+    let has_data =
+        probe.get_meta(KEY_CHECK).await?.is_some() || probe.count_sealed_rows().await? > 0;
     if has_data {
         bail!(
             "the database holds encrypted secrets but the key file {} is missing. Restore it from \
@@ -145,7 +148,9 @@ impl Application {
                 );
             }
             Bootstrap::RegisteredConfiguredKey => {
-                tracing::info!("registered OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY as an admin key for every org");
+                tracing::info!(
+                    "registered OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY as an admin key for every org"
+                );
             }
             Bootstrap::Nothing => {}
         }
@@ -162,7 +167,8 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
         });
         let server_state = state.clone();
-        let server = HttpServer::new(move || {
+        let workers = state.settings.http_workers;
+        let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
                 .configure(routes_and_docs)
@@ -174,9 +180,11 @@ impl Application {
                 )
                 .wrap(from_fn(crate::metrics::track))
         })
-        .listen(listener)?
-        .shutdown_timeout(30)
-        .run();
+        .shutdown_timeout(30);
+        if let Some(workers) = workers {
+            server = server.workers(workers.max(1));
+        }
+        let server = server.listen(listener)?.run();
         tracing::info!(address = %address, public_url = %state.public_base, "listening");
         Ok(Self {
             port: address.port(),
@@ -201,9 +209,8 @@ impl Application {
 
 fn routes_and_docs(cfg: &mut web::ServiceConfig) {
     crate::routes::configure(cfg);
-    cfg.service(web::redirect("/docs", "/docs/")).service(
-        SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
-    );
+    cfg.service(web::redirect("/docs", "/docs/"))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()));
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
@@ -218,6 +225,11 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<store::RotationR
     store
         .put_meta(KEY_CHECK, &keyring.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD))
         .await?;
-    tracing::info!(resealed = report.resealed, current = report.current, active = keyring.active_kid(), "keys rotated");
+    tracing::info!(
+        resealed = report.resealed,
+        current = report.current,
+        active = keyring.active_kid(),
+        "keys rotated"
+    );
     Ok(report)
 }

@@ -170,7 +170,10 @@ mod tests {
             "a.b",
             &"n".repeat(101),
         ] {
-            assert!(ConnectionName::parse(bad).is_err(), "{bad:?} must be refused");
+            assert!(
+                ConnectionName::parse(bad).is_err(),
+                "{bad:?} must be refused"
+            );
         }
         for good in ["graph", "Graph_2-prod", &"n".repeat(100)] {
             assert!(ConnectionName::parse(good).is_ok(), "{good:?} must parse");

@@ -38,7 +38,11 @@ impl ProviderUrl {
                     "URL must use https (http is allowed only for localhost, 127.0.0.0/8 and [::1])",
                 ));
             }
-            other => return Err(ParseError::new(format!("URL scheme `{other}` is not https"))),
+            other => {
+                return Err(ParseError::new(format!(
+                    "URL scheme `{other}` is not https"
+                )));
+            }
         }
         if url.host().is_none() {
             return Err(ParseError::new("URL must have a host"));

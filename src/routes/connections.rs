@@ -144,11 +144,15 @@ fn invalid(message: String) -> ValidationError {
 }
 
 fn valid_name(value: &str) -> Result<(), ValidationError> {
-    ConnectionName::parse(value).map(|_| ()).map_err(|e| invalid(e.0))
+    ConnectionName::parse(value)
+        .map(|_| ())
+        .map_err(|e| invalid(e.0))
 }
 
 fn valid_url(value: &str) -> Result<(), ValidationError> {
-    ProviderUrl::parse(value).map(|_| ()).map_err(|e| invalid(e.0))
+    ProviderUrl::parse(value)
+        .map(|_| ())
+        .map_err(|e| invalid(e.0))
 }
 
 fn valid_scopes(value: &[String]) -> Result<(), ValidationError> {
@@ -173,7 +177,8 @@ fn valid_params(value: &BTreeMap<String, String>) -> Result<(), ValidationError>
     for (k, v) in value {
         let key_ok = !k.is_empty()
             && k.len() <= 100
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !key_ok {
             return Err(invalid(format!(
                 "parameter name `{}` must match ^[A-Za-z0-9_.-]{{1,100}}$",
@@ -181,13 +186,18 @@ fn valid_params(value: &BTreeMap<String, String>) -> Result<(), ValidationError>
             )));
         }
         if v.len() > 2048 {
-            return Err(invalid(format!("value of `{k}` must be at most 2048 characters")));
+            return Err(invalid(format!(
+                "value of `{k}` must be at most 2048 characters"
+            )));
         }
     }
     Ok(())
 }
 
-fn obo_config(grant: Option<OboGrant>, validation: Option<AssertionValidation>) -> Option<serde_json::Value> {
+fn obo_config(
+    grant: Option<OboGrant>,
+    validation: Option<AssertionValidation>,
+) -> Option<serde_json::Value> {
     if grant.is_none() && validation.is_none() {
         return None;
     }
@@ -202,7 +212,10 @@ impl CreateConnectionRequest {
         // `validator` already checked every field; the parses below cannot fail, but
         // they are what gives us the domain types.
         let mut errors = FieldErrors::default();
-        let name = errors.take("connection_name", ConnectionName::parse(&self.connection_name));
+        let name = errors.take(
+            "connection_name",
+            ConnectionName::parse(&self.connection_name),
+        );
         check_secret(&mut errors, "client_secret", self.client_secret.as_ref());
         check_secret(&mut errors, "refresh_token", self.refresh_token.as_ref());
         errors.finish()?;
@@ -333,6 +346,7 @@ pub struct EventList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Also list GLOBAL connections (only for keys of every org). Default true.
@@ -340,6 +354,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// Delete even when workflows depend on it, and disable them. Default false.
@@ -347,6 +362,7 @@ pub struct DeleteQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// 1 to 500, default 50.
@@ -377,7 +393,7 @@ fn listed_orgs(caller: &Caller, org: &OrgId, include_global: bool) -> Vec<OrgId>
 }
 
 #[utoipa::path(
-    get, path = "/api/oauth/connections", tag = "connections",
+    get, path = "/api/oauth/connections", tag = "connections", operation_id = "list_connections",
     params(ListQuery, OrgHeader),
     responses(
         (status = 200, body = ConnectionList),
@@ -411,7 +427,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    post, path = "/api/oauth/connections", tag = "connections",
+    post, path = "/api/oauth/connections", tag = "connections", operation_id = "create_connection",
     params(OrgHeader),
     request_body = CreateConnectionRequest,
     responses(
@@ -438,7 +454,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/oauth/connections/{name}", tag = "connections",
+    get, path = "/api/oauth/connections/{name}", tag = "connections", operation_id = "get_connection",
     params(("name" = String, Path, description = "Connection name"), OrgHeader),
     responses(
         (status = 200, body = ConnectionView),
@@ -464,7 +480,7 @@ pub async fn get(
 }
 
 #[utoipa::path(
-    patch, path = "/api/oauth/connections/{name}", tag = "connections",
+    patch, path = "/api/oauth/connections/{name}", tag = "connections", operation_id = "update_connection",
     params(("name" = String, Path, description = "Connection name"), OrgHeader),
     request_body = PatchConnectionRequest,
     responses(
@@ -498,7 +514,11 @@ pub async fn patch(
         ));
     }
     let mut errors = FieldErrors::default();
-    check_secret(&mut errors, "client_secret", body.client_secret.as_ref().and_then(Option::as_ref));
+    check_secret(
+        &mut errors,
+        "client_secret",
+        body.client_secret.as_ref().and_then(Option::as_ref),
+    );
     check_secret(&mut errors, "refresh_token", body.refresh_token.as_ref());
     errors.finish()?;
     let current = service::get(&state, &org, &name).await?;
@@ -534,7 +554,7 @@ pub async fn patch(
 }
 
 #[utoipa::path(
-    delete, path = "/api/oauth/connections/{name}", tag = "connections",
+    delete, path = "/api/oauth/connections/{name}", tag = "connections", operation_id = "delete_connection",
     params(("name" = String, Path, description = "Connection name"), DeleteQuery, OrgHeader),
     responses(
         (status = 204, description = "Deleted"),
@@ -569,7 +589,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(
-    get, path = "/api/oauth/connections/{name}/events", tag = "connections",
+    get, path = "/api/oauth/connections/{name}/events", tag = "connections", operation_id = "list_connection_events",
     params(("name" = String, Path, description = "Connection name"), EventsQuery, OrgHeader),
     responses(
         (status = 200, body = EventList, description = "Newest first"),

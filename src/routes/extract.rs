@@ -27,7 +27,12 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mime = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -43,7 +48,8 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
                 if body.len() + chunk.len() > BODY_LIMIT_BYTES {
                     return Err(ApiError::PayloadTooLarge);
                 }
@@ -55,7 +61,9 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
                 ));
             }
             let value = parse_json::<T>(&body)?;
-            value.validate().map_err(|e| ApiError::Validation(FieldErrors::from(e)))?;
+            value
+                .validate()
+                .map_err(|e| ApiError::Validation(FieldErrors::from(e)))?;
             Ok(JsonBody(value))
         })
     }
@@ -91,7 +99,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for QueryParams<T> {
             .map(QueryParams)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." { "query".to_owned() } else { path };
+                let field = if path == "." {
+                    "query".to_owned()
+                } else {
+                    path
+                };
                 FieldErrors::single(field, e.into_inner().to_string())
             });
         std::future::ready(result)

@@ -70,7 +70,7 @@ pub struct KeyList {
 }
 
 #[utoipa::path(
-    post, path = "/api/oauth/keys", tag = "keys",
+    post, path = "/api/oauth/keys", tag = "keys", operation_id = "create_key",
     request_body = CreateKeyRequest,
     responses(
         (status = 201, body = CreatedKey, headers(("Cache-Control" = String, description = "no-store"))),
@@ -123,7 +123,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/oauth/keys", tag = "keys",
+    get, path = "/api/oauth/keys", tag = "keys", operation_id = "list_keys",
     responses(
         (status = 200, body = KeyList),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -141,7 +141,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 #[utoipa::path(
-    delete, path = "/api/oauth/keys/{id}", tag = "keys",
+    delete, path = "/api/oauth/keys/{id}", tag = "keys", operation_id = "revoke_key",
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 204, description = "Revoked; refused within 5 seconds on every replica"),

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 
-use crate::domain::{
-    ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId,
-};
+use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId};
 use crate::error::{ApiError, FieldErrors};
 use crate::state::AppState;
-use crate::store::{Connection, ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites};
+use crate::store::{
+    Connection, ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites,
+};
 
 /// Parameters the service sets itself; extra parameters may not override them.
 pub const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
@@ -165,7 +165,11 @@ pub struct PatchInput {
     pub obo_config: Option<serde_json::Value>,
 }
 
-pub async fn get(state: &AppState, org: &OrgId, name: &ConnectionName) -> Result<Connection, ApiError> {
+pub async fn get(
+    state: &AppState,
+    org: &OrgId,
+    name: &ConnectionName,
+) -> Result<Connection, ApiError> {
     state
         .store
         .get_connection(org, name)
@@ -203,7 +207,11 @@ pub async fn update(
     set!(token_url, patch.token_url, true);
     set!(scopes, patch.scopes, true);
     set!(token_auth_method, patch.token_auth_method, false);
-    set!(extra_authorization_params, patch.extra_authorization_params, false);
+    set!(
+        extra_authorization_params,
+        patch.extra_authorization_params,
+        false
+    );
     set!(extra_token_params, patch.extra_token_params, false);
     set!(test_url, patch.test_url, false);
     set!(obo_config, patch.obo_config.map(Some), true);
@@ -262,7 +270,10 @@ pub async fn update(
                 EventKind::StatusChanged,
                 actor,
                 now,
-                Some(format!("{} -> not_connected: credentials changed", next.status)),
+                Some(format!(
+                    "{} -> not_connected: credentials changed",
+                    next.status
+                )),
             ));
         }
         next.status = ConnectionStatus::NotConnected;

@@ -19,7 +19,10 @@ pub fn parse_key_name(name: &str) -> Result<String, ApiError> {
     if ok {
         Ok(name.to_owned())
     } else {
-        Err(FieldErrors::single("name", "must match ^[A-Za-z0-9_.-]{1,100}$"))
+        Err(FieldErrors::single(
+            "name",
+            "must match ^[A-Za-z0-9_.-]{1,100}$",
+        ))
     }
 }
 
@@ -67,7 +70,9 @@ pub async fn bootstrap(
     if let Some(key) = configured {
         let key = key.expose_secret();
         anyhow::ensure!(
-            key.len() >= MIN_BOOTSTRAP_KEY_LEN && key.is_ascii() && !key.contains(char::is_whitespace),
+            key.len() >= MIN_BOOTSTRAP_KEY_LEN
+                && key.is_ascii()
+                && !key.contains(char::is_whitespace),
             "OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY must be at least {MIN_BOOTSTRAP_KEY_LEN} ASCII characters without spaces \
              (generate one with `openssl rand -base64 32`)"
         );

@@ -82,8 +82,16 @@ pub trait Store: Send + Sync + 'static {
 
     // --- connections ---------------------------------------------------------------
     /// Inserts the connection and its `created` event in one transaction.
-    async fn insert_connection(&self, new: NewConnection, event: NewEvent) -> StoreResult<Connection>;
-    async fn get_connection(&self, org: &OrgId, name: &ConnectionName) -> StoreResult<Option<Connection>>;
+    async fn insert_connection(
+        &self,
+        new: NewConnection,
+        event: NewEvent,
+    ) -> StoreResult<Connection>;
+    async fn get_connection(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+    ) -> StoreResult<Option<Connection>>;
     /// Connections of the given orgs, ordered by org then name.
     async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>>;
     /// Writes every mutable column of `conn` if its version is still current, applies
@@ -116,7 +124,11 @@ pub trait Store: Send + Sync + 'static {
 
     // --- workflows -----------------------------------------------------------------
     /// Ids of workflows depending on the connection, sorted.
-    async fn dependent_workflows(&self, org: &OrgId, name: &ConnectionName) -> StoreResult<Vec<String>>;
+    async fn dependent_workflows(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+    ) -> StoreResult<Vec<String>>;
 
     // --- api keys ------------------------------------------------------------------
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
@@ -140,7 +152,9 @@ pub async fn open_pool(database_url: &SecretString, max_connections: u32) -> Sto
     use secrecy::ExposeSecret;
     let url = database_url.expose_secret();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(AnyPool::Postgres(postgres::open(url, max_connections).await?))
+        Ok(AnyPool::Postgres(
+            postgres::open(url, max_connections).await?,
+        ))
     } else if url.starts_with("sqlite:") {
         Ok(AnyPool::Sqlite(sqlite::open(url, max_connections).await?))
     } else {

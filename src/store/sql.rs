@@ -112,7 +112,8 @@ impl TryFrom<ConnectionRow> for Connection {
             org_id: OrgId::parse(&r.org_id).map_err(|_| corrupt("org_id", &id))?,
             name: ConnectionName::parse(&r.name).map_err(|_| corrupt("name", &id))?,
             config: ConnectionConfig {
-                flow_type: FlowType::parse(&r.flow_type).ok_or_else(|| corrupt("flow_type", &id))?,
+                flow_type: FlowType::parse(&r.flow_type)
+                    .ok_or_else(|| corrupt("flow_type", &id))?,
                 client_id: r.client_id,
                 authorization_url: r.authorization_url,
                 token_url: r.token_url,
@@ -125,7 +126,11 @@ impl TryFrom<ConnectionRow> for Connection {
                 )?,
                 extra_token_params: string_map(&r.extra_token_params, "extra_token_params")?,
                 test_url: r.test_url,
-                obo_config: r.obo_config.as_deref().map(|t| json(t, "obo_config")).transpose()?,
+                obo_config: r
+                    .obo_config
+                    .as_deref()
+                    .map(|t| json(t, "obo_config"))
+                    .transpose()?,
             },
             status: ConnectionStatus::parse(&r.status).ok_or_else(|| corrupt("status", &id))?,
             status_message: r.status_message,
@@ -731,4 +736,3 @@ macro_rules! impl_store {
 
 impl_store!(sqlx::Sqlite);
 impl_store!(sqlx::Postgres);
-

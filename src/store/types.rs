@@ -95,9 +95,18 @@ pub struct ConnectionSecrets {
 impl fmt::Debug for ConnectionSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionSecrets")
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
-            .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -165,11 +174,13 @@ impl Connection {
             sealed
                 .as_deref()
                 .map(|s| {
-                    keyring.open(s, self.aad(field)).map_err(|source| StoreError::Crypto {
-                        row: format!("connection {}/{}", self.org_id, self.name),
-                        field,
-                        source,
-                    })
+                    keyring
+                        .open(s, self.aad(field))
+                        .map_err(|source| StoreError::Crypto {
+                            row: format!("connection {}/{}", self.org_id, self.name),
+                            field,
+                            source,
+                        })
                 })
                 .transpose()
         };

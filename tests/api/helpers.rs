@@ -1,0 +1,376 @@
+//! The test story shared by every API test: a real server on a free port, its own
+#![allow(dead_code)] // each test file uses a different part of the shared story
+//! database (a fresh SQLite file, or a fresh PostgreSQL database), a movable clock,
+//! an admin key, and log capture.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{TimeZone, Utc};
+use oauth_broker::clock::ManualClock;
+use oauth_broker::config::Settings;
+use oauth_broker::crypto::Keyring;
+use oauth_broker::startup::Application;
+use oauth_broker::state::AppState;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sqlx::{Column, Connection, Row};
+
+pub const REQUIRE_ALL: &str = "OAUTH_BROKER_REQUIRE_ALL_TESTS";
+pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Prints `skipped: <reason>` and returns, or fails when every test must run.
+pub fn skip(reason: &str) {
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_ALL}=1 but a test would be skipped: {reason}");
+    }
+    println!("skipped: {reason}");
+}
+
+/// Every log line the service wrote during this test binary's run, at trace level.
+pub fn captured_logs() -> String {
+    let buf = log_buffer().lock().unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn log_buffer() -> &'static Mutex<Vec<u8>> {
+    static BUF: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    BUF.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct Capture;
+impl Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+pub enum TestDb {
+    Sqlite { dir: tempfile::TempDir, url: String },
+    Postgres { url: String },
+}
+
+impl TestDb {
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url } => url,
+        }
+    }
+
+    /// Creates an empty database of the given kind, or `None` (skipped) if unavailable.
+    pub async fn create(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/broker.db", dir.path().display());
+                Some(TestDb::Sqlite { dir, url })
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("OAUTH_BROKER_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_PG.to_owned());
+                let mut conn = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sqlx::PgConnection::connect(&admin),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        skip(&format!("PostgreSQL not reachable at {admin}: {e}"));
+                        return None;
+                    }
+                    Err(_) => {
+                        skip(&format!("PostgreSQL not reachable at {admin}: timeout"));
+                        return None;
+                    }
+                };
+                let name = format!("ob_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                Some(TestDb::Postgres {
+                    url: format!("{base}/{name}"),
+                })
+            }
+        }
+    }
+
+    pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            TestDb::Sqlite { dir, .. } => Some(dir.path()),
+            TestDb::Postgres { .. } => None,
+        }
+    }
+
+    /// Every row of every table, rendered as text, in a stable order: what "the
+    /// database did not change" compares.
+    pub async fn snapshot(&self) -> Vec<String> {
+        const TABLES: &[&str] = &[
+            "meta",
+            "connections",
+            "pending_authorizations",
+            "api_keys",
+            "events",
+            "workflow_dependencies",
+            "disabled_workflows",
+            "refresh_runs",
+        ];
+        let mut out = Vec::new();
+        for table in TABLES {
+            let sql = format!("select * from {table} order by 1");
+            let rows: Vec<Vec<String>> = match self {
+                TestDb::Sqlite { .. } => {
+                    let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap();
+                    rows.iter().map(render_row).collect()
+                }
+                TestDb::Postgres { url } => {
+                    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap();
+                    rows.iter().map(render_row).collect()
+                }
+            };
+            for row in rows {
+                out.push(format!("{table}: {}", row.join(" | ")));
+            }
+        }
+        out
+    }
+
+    /// Everything the database holds on disk (SQLite files) or as text (PostgreSQL),
+    /// for searching secrets in clear.
+    pub async fn raw_contents(&self) -> Vec<u8> {
+        match self {
+            TestDb::Sqlite { dir, .. } => {
+                let mut all = Vec::new();
+                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.to_string_lossy().contains("broker.db") {
+                        all.extend(std::fs::read(path).unwrap());
+                    }
+                }
+                all
+            }
+            TestDb::Postgres { .. } => self.snapshot().await.join("\n").into_bytes(),
+        }
+    }
+}
+
+fn render_row<R: Row>(row: &R) -> Vec<String>
+where
+    usize: sqlx::ColumnIndex<R>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.columns().len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+                v.unwrap_or_else(|| "NULL".into())
+            } else if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                v.map(|n| n.to_string()).unwrap_or_else(|| "NULL".into())
+            } else {
+                format!("<{}>", row.columns()[i].name())
+            }
+        })
+        .collect()
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub clock: Arc<ManualClock>,
+    pub state: actix_web::web::Data<AppState>,
+    pub settings: Settings,
+    pub db: TestDb,
+    pub backend: Backend,
+}
+
+/// The time every test starts at.
+pub fn start_time() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 15, 9, 0, 0).unwrap()
+}
+
+/// Settings for a test server on `db`: a free port, fresh keys, one worker.
+pub fn test_settings(db: &TestDb) -> Settings {
+    let (_, keys) = Keyring::generate("test1");
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: SecretString::from(db.url().to_owned()),
+        encryption_keys: Some(keys),
+        bootstrap_admin_key: Some(SecretString::from(format!(
+            "obk_test_admin_{}",
+            uuid::Uuid::new_v4().simple()
+        ))),
+        http_workers: Some(1),
+        database_max_connections: 5,
+        allow_private_provider_addresses: true,
+        ..Settings::default()
+    }
+}
+
+/// A running service on a fresh database of `backend`; `None` when it is unavailable.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let db = TestDb::create(backend).await?;
+    let settings = test_settings(&db);
+    Some(spawn_app_with(backend, db, settings).await)
+}
+
+pub async fn spawn_app_with(backend: Backend, db: TestDb, settings: Settings) -> TestApp {
+    init_logs();
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
+        .await
+        .expect("the service starts");
+    let port = app.port();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        admin_key: settings
+            .bootstrap_admin_key
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_owned(),
+        clock,
+        state,
+        settings,
+        db,
+        backend,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A request with the admin key, acting in `org` (None: no header, i.e. GLOBAL).
+    pub fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        org: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        self.with_key(&self.admin_key, method, path, org)
+    }
+
+    pub fn with_key(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        org: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(key);
+        if let Some(org) = org {
+            req = req.header("X-Organization-Id", org);
+        }
+        req
+    }
+
+    /// Creates an API key and returns the key itself.
+    pub async fn create_key(&self, name: &str, role: &str, org: &str) -> String {
+        let res = self
+            .admin(reqwest::Method::POST, "/api/oauth/keys", None)
+            .json(&json!({"name": name, "role": role, "org_id": org}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "creating key {name}");
+        res.json::<Value>().await.unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a connection in `org` from a JSON body, asserting 201.
+    pub async fn create_connection(&self, org: Option<&str>, body: &Value) -> Value {
+        let res = self
+            .admin(reqwest::Method::POST, "/api/oauth/connections", org)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, 201, "create connection: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// A valid client-credentials connection body pointing at `token_url`.
+pub fn client_credentials_body(name: &str, token_url: &str) -> Value {
+    json!({
+        "connection_name": name,
+        "oauth_flow_type": "client_credentials",
+        "client_id": "client-1",
+        "client_secret": "secret-1",
+        "token_url": token_url,
+        "scopes": ["read", "write"],
+    })
+}
+
+/// Runs one scenario against SQLite and PostgreSQL, as `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn scenario($app: $crate::helpers::TestApp) $body
+
+                #[tokio::test]
+                async fn sqlite() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
+                        scenario(app).await;
+                    }
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                        scenario(app).await;
+                    }
+                }
+            }
+        )*
+    };
+}
