@@ -48,6 +48,10 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// HTTP worker threads; defaults to the number of cores.
     pub http_workers: Option<usize>,
+    /// Timeout of each attempt of a provider call.
+    pub provider_timeout_ms: u64,
+    /// First backoff between attempts of a provider call (doubles, plus jitter).
+    pub provider_retry_base_ms: u64,
 }
 
 impl Default for Settings {
@@ -69,6 +73,8 @@ impl Default for Settings {
             rate_limit_per_minute: 0,
             database_max_connections: 16,
             http_workers: None,
+            provider_timeout_ms: 10_000,
+            provider_retry_base_ms: 250,
         }
     }
 }
@@ -87,6 +93,8 @@ struct Defaults {
     log_format: LogFormat,
     rate_limit_per_minute: u32,
     database_max_connections: u32,
+    provider_timeout_ms: u64,
+    provider_retry_base_ms: u64,
 }
 
 impl Settings {
@@ -104,6 +112,8 @@ impl Settings {
             log_format: d.log_format,
             rate_limit_per_minute: d.rate_limit_per_minute,
             database_max_connections: d.database_max_connections,
+            provider_timeout_ms: d.provider_timeout_ms,
+            provider_retry_base_ms: d.provider_retry_base_ms,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Ok(path) = std::env::var("OAUTH_BROKER_CONFIG") {
@@ -131,6 +141,16 @@ impl Settings {
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
             .collect()
+    }
+
+    pub fn outbound(&self) -> crate::oauth::OutboundConfig {
+        use std::time::Duration;
+        crate::oauth::OutboundConfig {
+            timeout: Duration::from_millis(self.provider_timeout_ms.max(1)),
+            backoff_base: Duration::from_millis(self.provider_retry_base_ms),
+            allow_private_addresses: self.allow_private_provider_addresses,
+            ..Default::default()
+        }
     }
 
     /// The SQLite file path when the database URL names one.

@@ -20,6 +20,8 @@ pub mod domain;
 pub mod error;
 /// Request metrics and the Prometheus registry.
 pub mod metrics;
+/// Calls to OAuth providers: token requests, retries, error classes.
+pub mod oauth;
 /// The OpenAPI document.
 pub mod openapi;
 /// HTTP handlers, one module per resource.

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{connections, keys, ops};
+use crate::routes::{callback, connections, flows, keys, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,11 @@ use crate::routes::{connections, keys, ops};
         connections::patch,
         connections::delete,
         connections::events,
+        flows::authorize,
+        flows::test,
+        flows::refresh,
+        callback::callback_get,
+        callback::callback_post,
         keys::create,
         keys::list,
         keys::revoke,
@@ -32,6 +37,7 @@ use crate::routes::{connections, keys, ops};
     modifiers(&BearerKey),
     tags(
         (name = "connections", description = "OAuth connections of an organization (admin)"),
+        (name = "callback", description = "Where providers return the browser (no auth: the state is the credential)"),
         (name = "keys", description = "API keys (admin of every org)"),
         (name = "operations", description = "Health, readiness and metrics (no auth)"),
     )

@@ -160,6 +160,9 @@ impl Application {
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
             public_base: settings.public_base(&address),
+            provider: crate::oauth::ProviderClient::new(Arc::new(crate::oauth::Outbound::new(
+                settings.outbound(),
+            ))),
             store,
             clock,
             settings,

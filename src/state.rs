@@ -16,6 +16,7 @@ pub struct AppState {
     pub public_base: String,
     pub keys: KeyCache,
     pub metrics: Arc<Metrics>,
+    pub provider: crate::oauth::ProviderClient,
 }
 
 impl AppState {

@@ -55,7 +55,10 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            if !content_type_ok {
+            // An absent body on a route whose fields are all optional reads as `{}`.
+            if body.is_empty() {
+                body.extend_from_slice(b"{}");
+            } else if !content_type_ok {
                 return Err(ApiError::BadRequest(
                     "the body must be JSON with Content-Type: application/json".into(),
                 ));
@@ -76,13 +79,26 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body".to_owned()
-        } else {
-            path
-        };
-        FieldErrors::single(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        FieldErrors::single(error_field(&path, &message, "body"), message)
     })
+}
+
+/// The field a deserialization error belongs to. serde reports a missing field at the
+/// object that lacks it, so the field is read from the message (`missing field `x``):
+/// a caller then sees `errors.token_url`, not `errors.body`.
+fn error_field(path: &str, message: &str, root: &str) -> String {
+    let parent = (path != "." && !path.is_empty()).then_some(path);
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (parent, missing) {
+        (Some(parent), Some(name)) => format!("{parent}.{name}"),
+        (None, Some(name)) => name.to_owned(),
+        (Some(parent), None) => parent.to_owned(),
+        (None, None) => root.to_owned(),
+    }
 }
 
 /// A query string; a value of the wrong type is 422 naming the parameter.
@@ -99,12 +115,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for QueryParams<T> {
             .map(QueryParams)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." {
-                    "query".to_owned()
-                } else {
-                    path
-                };
-                FieldErrors::single(field, e.into_inner().to_string())
+                let message = e.into_inner().to_string();
+                FieldErrors::single(error_field(&path, &message, "query"), message)
             });
         std::future::ready(result)
     }

@@ -1,8 +1,10 @@
 //! HTTP handlers, one module per resource. Handlers parse input, check the caller's
 //! rights, call the service layer and shape the answer; they hold no SQL and no crypto.
 
+pub mod callback;
 pub mod connections;
 pub mod extract;
+pub mod flows;
 pub mod keys;
 pub mod ops;
 
@@ -21,6 +23,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(connections::patch)
                 .service(connections::delete)
                 .service(connections::events)
+                .service(flows::authorize)
+                .service(flows::test)
+                .service(flows::refresh)
+                .service(callback::callback_get)
+                .service(callback::callback_post)
                 .service(keys::create)
                 .service(keys::list)
                 .service(keys::revoke),

@@ -143,6 +143,41 @@ pub async fn create(
         )
         .await?;
     tracing::info!(org = %conn.org_id, connection = %conn.name, flow = %conn.config.flow_type, "connection created");
+    // Grants that need no browser are redeemed at once; a provider failure still
+    // creates the connection, `failed` with the provider's reason.
+    if matches!(
+        conn.config.flow_type,
+        FlowType::ClientCredentials | FlowType::RefreshToken
+    ) {
+        return match super::grants::acquire(state, &conn, actor, EventKind::TokenAcquired).await {
+            Ok(updated) => Ok(updated),
+            Err(super::grants::GrantError::Provider(error)) => {
+                // At creation there is no token to keep serving, so even a transient
+                // failure leaves the connection unusable: `failed`, with the reason.
+                let conn = get(state, org, &conn.name).await?;
+                if conn.status == ConnectionStatus::Failed {
+                    return Ok(conn);
+                }
+                let now = state.clock.now();
+                let mut next = conn.clone();
+                next.status = ConnectionStatus::Failed;
+                next.status_message = Some(error.to_string());
+                next.updated_at = now;
+                let event = super::grants::status_event(
+                    &conn,
+                    ConnectionStatus::Failed,
+                    actor,
+                    now,
+                    Some(error.to_string()),
+                );
+                Ok(state
+                    .store
+                    .save_connection(&next, SecretWrites::default(), vec![event])
+                    .await?)
+            }
+            Err(super::grants::GrantError::Store(e)) => Err(e.into()),
+        };
+    }
     Ok(conn)
 }
 

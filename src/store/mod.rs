@@ -112,6 +112,16 @@ pub trait Store: Send + Sync + 'static {
         disable_workflows: bool,
         event: NewEvent,
     ) -> StoreResult<()>;
+    async fn get_connection_by_id(&self, id: &str) -> StoreResult<Option<Connection>>;
+
+    // --- pending authorizations ---------------------------------------------------
+    async fn insert_pending(&self, pending: NewPending) -> StoreResult<()>;
+    /// Deletes and returns the pending authorization in one statement, so a state is
+    /// used at most once however many callbacks race for it.
+    async fn take_pending(&self, state_hash: &str) -> StoreResult<Option<PendingAuthorization>>;
+    /// Removes pending authorizations that expired before `now`; returns how many.
+    async fn purge_expired_pending(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
     /// Opens the connection's secrets.
     fn open_secrets(&self, conn: &Connection) -> StoreResult<ConnectionSecrets> {
         conn.open_secrets(self.keyring())

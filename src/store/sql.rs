@@ -392,6 +392,95 @@ macro_rules! impl_store {
                 row.map(Connection::try_from).transpose()
             }
 
+            async fn get_connection_by_id(&self, id: &str) -> StoreResult<Option<Connection>> {
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(Connection::try_from).transpose()
+            }
+
+            async fn insert_pending(&self, pending: NewPending) -> StoreResult<()> {
+                let sealed = self.keyring.seal(
+                    pending.pkce_verifier.expose_secret(),
+                    Aad {
+                        org_id: pending.org_id.as_str(),
+                        row_id: &pending.state_hash,
+                        field: fields::PKCE_VERIFIER,
+                    },
+                );
+                sqlx::query(
+                    "insert into pending_authorizations (state_hash, org_id, connection_id, \
+                     pkce_verifier_sealed, redirect_uri, return_to, created_at, expires_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&pending.state_hash)
+                .bind(pending.org_id.as_str())
+                .bind(&pending.connection_id)
+                .bind(sealed)
+                .bind(&pending.redirect_uri)
+                .bind(&pending.return_to)
+                .bind(to_ms(pending.created_at))
+                .bind(to_ms(pending.expires_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_pending(&self, state_hash: &str) -> StoreResult<Option<PendingAuthorization>> {
+                // DELETE ... RETURNING: whoever deletes the row owns the state.
+                let row: Option<(String, String, String, String, String, Option<String>, i64)> =
+                    sqlx::query_as(
+                        "delete from pending_authorizations where state_hash = $1 returning \
+                         state_hash, org_id, connection_id, pkce_verifier_sealed, redirect_uri, \
+                         return_to, expires_at",
+                    )
+                    .bind(state_hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some((state_hash, org_id, connection_id, sealed, redirect_uri, return_to, expires_at)) = row
+                else {
+                    return Ok(None);
+                };
+                let verifier = self
+                    .keyring
+                    .open(
+                        &sealed,
+                        Aad {
+                            org_id: &org_id,
+                            row_id: &state_hash,
+                            field: fields::PKCE_VERIFIER,
+                        },
+                    )
+                    .map_err(|source| StoreError::Crypto {
+                        row: "a pending authorization".into(),
+                        field: fields::PKCE_VERIFIER,
+                        source,
+                    })?;
+                Ok(Some(PendingAuthorization {
+                    org_id: OrgId::parse(&org_id)
+                        .map_err(|_| StoreError::Corrupt("pending authorization: bad org".into()))?,
+                    state_hash,
+                    connection_id,
+                    pkce_verifier: verifier,
+                    redirect_uri,
+                    return_to,
+                    expires_at: from_ms(expires_at),
+                }))
+            }
+
+            async fn purge_expired_pending(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+                let done = sqlx::query("delete from pending_authorizations where expires_at < $1")
+                    .bind(to_ms(now))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>> {
                 let (first, second) = match orgs {
                     [] => return Ok(Vec::new()),

@@ -235,6 +235,9 @@ pub fn test_settings(db: &TestDb) -> Settings {
         http_workers: Some(1),
         database_max_connections: 5,
         allow_private_provider_addresses: true,
+        // Scripted hangs and retries stay fast.
+        provider_timeout_ms: 700,
+        provider_retry_base_ms: 10,
         ..Settings::default()
     }
 }
@@ -373,4 +376,101 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+impl TestDb {
+    /// Runs one statement against the test database directly (behind the service's back).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sql.to_owned();
+        match self {
+            TestDb::Sqlite { .. } => {
+                let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            TestDb::Postgres { url } => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The rows of a query, each column rendered as text (`NULL` for null).
+    pub async fn query_texts(&self, sql: &str) -> Vec<Vec<String>> {
+        let sql = sql.to_owned();
+        match self {
+            TestDb::Sqlite { .. } => {
+                let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+                rows.iter().map(render_row).collect()
+            }
+            TestDb::Postgres { url } => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+                rows.iter().map(render_row).collect()
+            }
+        }
+    }
+}
+
+/// Sends `request` and asserts the contract's refusal: the status, an
+/// `application/problem+json` body whose `status` and `code` match, the field named in
+/// `errors` when one is given, and a database exactly as it was before. `reason` says
+/// what the case is about and appears in every failure message. Returns the problem.
+pub async fn assert_refused(
+    app: &TestApp,
+    reason: &str,
+    request: reqwest::RequestBuilder,
+    status: u16,
+    code: &str,
+    field: Option<&str>,
+) -> Value {
+    let before = app.db.snapshot().await;
+    let res = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{reason}: the request failed: {e}"));
+    let got = res.status().as_u16();
+    let content_type = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<not ascii>").to_owned());
+    let text = res.text().await.unwrap();
+    assert_eq!(
+        got, status,
+        "{reason}: expected HTTP {status}, body: {text}"
+    );
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "{reason}: the content type of an error is application/problem+json"
+    );
+    let problem: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{reason}: the problem is not JSON ({e}): {text}"));
+    assert_eq!(problem["code"], code, "{reason}: {problem}");
+    assert_eq!(problem["status"], status, "{reason}: {problem}");
+    if let Some(field) = field {
+        let messages = problem["errors"][field].as_array();
+        assert!(
+            messages.is_some_and(|m| !m.is_empty()),
+            "{reason}: `errors` must name `{field}`: {problem}"
+        );
+    }
+    assert_eq!(
+        app.db.snapshot().await,
+        before,
+        "{reason}: a refused request must not change the database"
+    );
+    problem
 }

@@ -1,0 +1,284 @@
+//! The authorization code flow (RFC 6749 4.1 with PKCE, RFC 7636; RFC 9700 2.1):
+//! `start` creates a single-use, time-limited state bound to the org and connection;
+//! `callback` consumes it atomically, exchanges the code, stores the tokens and tests.
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId};
+use crate::error::{ApiError, FieldErrors};
+use crate::oauth::ProviderError;
+use crate::service::grants::{self, status_event};
+use crate::state::AppState;
+use crate::store::{NewEvent, NewPending, SecretWrites};
+
+pub const STATE_LIFETIME_MINUTES: i64 = 10;
+
+pub fn state_hash(state: &str) -> String {
+    Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub struct Started {
+    pub authorization_url: String,
+    pub state: SecretString,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Checks `return_to` against the configured origins (no open redirect).
+pub fn check_return_to(state: &AppState, return_to: &str) -> Result<(), ApiError> {
+    let url = url::Url::parse(return_to)
+        .map_err(|_| FieldErrors::single("return_to", "must be an absolute URL"))?;
+    let origin = url.origin().ascii_serialization();
+    if state.settings.return_origins().iter().any(|o| o == &origin) {
+        Ok(())
+    } else {
+        Err(FieldErrors::single(
+            "return_to",
+            format!("origin {origin} is not in OAUTH_BROKER_ALLOWED_RETURN_ORIGINS"),
+        ))
+    }
+}
+
+pub async fn start(
+    state: &AppState,
+    org: &OrgId,
+    name: &ConnectionName,
+    return_to: Option<String>,
+    actor: &str,
+) -> Result<Started, ApiError> {
+    if let Some(r) = &return_to {
+        check_return_to(state, r)?;
+    }
+    let conn = super::connections::get(state, org, name).await?;
+    if conn.config.flow_type != FlowType::AuthorizationCode {
+        return Err(ApiError::BadRequest(format!(
+            "only authorization_code connections are authorized in a browser; this one is {}",
+            conn.config.flow_type
+        )));
+    }
+    let now = state.clock.now();
+    let _ = state.store.purge_expired_pending(now).await;
+    let secrets = state.store.open_secrets(&conn)?;
+    let redirect_uri = state.redirect_uri(name.as_str());
+    let started = state
+        .provider
+        .start_authorization(&conn, &secrets, &redirect_uri)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let expires_at = now + Duration::minutes(STATE_LIFETIME_MINUTES);
+    state
+        .store
+        .insert_pending(NewPending {
+            state_hash: state_hash(started.state.expose_secret()),
+            org_id: org.clone(),
+            connection_id: conn.id.clone(),
+            pkce_verifier: started.pkce_verifier,
+            redirect_uri,
+            return_to,
+            created_at: now,
+            expires_at,
+        })
+        .await?;
+    let mut next = conn.clone();
+    let mut events = vec![NewEvent::for_connection(
+        &conn,
+        EventKind::AuthorizeStarted,
+        actor,
+        now,
+        None,
+    )];
+    if conn.status != ConnectionStatus::WaitingCallback {
+        events.push(status_event(
+            &conn,
+            ConnectionStatus::WaitingCallback,
+            actor,
+            now,
+            None,
+        ));
+    }
+    next.status = ConnectionStatus::WaitingCallback;
+    next.updated_at = now;
+    state
+        .store
+        .save_connection(&next, SecretWrites::default(), events)
+        .await?;
+    Ok(Started {
+        authorization_url: started.url,
+        state: started.state,
+        expires_at,
+    })
+}
+
+/// What the provider sent to the callback.
+#[derive(Default)]
+pub struct CallbackParams {
+    pub code: Option<SecretString>,
+    pub state: Option<SecretString>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+pub struct CallbackOutcome {
+    pub success: bool,
+    /// Shown on the page (escaped there).
+    pub message: String,
+    pub return_to: Option<String>,
+}
+
+fn refused(message: impl Into<String>) -> CallbackOutcome {
+    CallbackOutcome {
+        success: false,
+        message: message.into(),
+        return_to: None,
+    }
+}
+
+const ACTOR: &str = "callback";
+
+pub async fn callback(
+    state: &AppState,
+    name: &str,
+    params: CallbackParams,
+) -> Result<CallbackOutcome, ApiError> {
+    let Some(raw_state) = params.state else {
+        return Ok(refused("The callback has no state parameter."));
+    };
+    let Ok(name) = ConnectionName::parse(name) else {
+        return Ok(refused("Unknown connection."));
+    };
+    // Consumed before anything else: a state works once, whatever happens next.
+    let Some(pending) = state
+        .store
+        .take_pending(&state_hash(raw_state.expose_secret()))
+        .await?
+    else {
+        return Ok(refused(
+            "This authorization link is unknown or was already used. Start the authorization again.",
+        ));
+    };
+    let now = state.clock.now();
+    if pending.expires_at < now {
+        return Ok(refused(
+            "This authorization expired (it is valid for 10 minutes). Start the authorization again.",
+        ));
+    }
+    let Some(conn) = state
+        .store
+        .get_connection_by_id(&pending.connection_id)
+        .await?
+    else {
+        return Ok(refused("The connection no longer exists."));
+    };
+    if conn.name != name || conn.org_id != pending.org_id {
+        tracing::warn!(org = %conn.org_id, connection = %conn.name, callback_path = %name, "state used on another connection's callback");
+        return Ok(refused("This state was issued for another connection."));
+    }
+    let return_to = pending.return_to.clone();
+    let fail = |message: String| CallbackOutcome {
+        success: false,
+        message,
+        return_to: return_to.clone(),
+    };
+
+    if let Some(error) = params.error {
+        let provider_error = ProviderError::Permanent {
+            code: crate::oauth::sanitize(&error),
+            description: params
+                .error_description
+                .as_deref()
+                .map(crate::oauth::sanitize),
+        };
+        grants::record_failure(
+            state,
+            &conn,
+            &provider_error,
+            ACTOR,
+            EventKind::CallbackFailed,
+            now,
+        )
+        .await?;
+        return Ok(fail(format!("The provider refused: {provider_error}")));
+    }
+    let Some(code) = params.code else {
+        let error = ProviderError::Permanent {
+            code: "missing_code".into(),
+            description: Some("the callback carried neither code nor error".into()),
+        };
+        grants::record_failure(state, &conn, &error, ACTOR, EventKind::CallbackFailed, now).await?;
+        return Ok(fail("The callback carried no authorization code.".into()));
+    };
+
+    let secrets = state.store.open_secrets(&conn)?;
+    let exchanged = state
+        .provider
+        .exchange_code(
+            &conn,
+            &secrets,
+            &code,
+            &pending.pkce_verifier,
+            &pending.redirect_uri,
+        )
+        .await;
+    let now = state.clock.now();
+    let tokens = match exchanged {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            // A failed exchange needs a new authorization whatever the cause: the code
+            // is single-use and may already be spent.
+            let error = match error {
+                ProviderError::Transient { reason, .. } => ProviderError::Permanent {
+                    code: "exchange_failed".into(),
+                    description: Some(reason),
+                },
+                permanent => permanent,
+            };
+            grants::record_failure(state, &conn, &error, ACTOR, EventKind::CallbackFailed, now)
+                .await?;
+            return Ok(fail(format!("The code exchange failed: {error}")));
+        }
+    };
+    let testing = conn.config.test_url.is_some();
+    let events = vec![NewEvent::for_connection(
+        &conn,
+        EventKind::CallbackSucceeded,
+        ACTOR,
+        now,
+        None,
+    )];
+    let stored = grants::record_tokens(
+        state,
+        &conn,
+        tokens,
+        ACTOR,
+        EventKind::TokenAcquired,
+        if testing {
+            ConnectionStatus::Testing
+        } else {
+            ConnectionStatus::Completed
+        },
+        events,
+        now,
+    )
+    .await?;
+    if testing {
+        let (_, outcome) =
+            grants::test(state, &stored, ACTOR, Some(ConnectionStatus::Completed)).await?;
+        if !outcome.success {
+            return Ok(fail(format!(
+                "The connection was authorized but its test failed: {}",
+                outcome.message
+            )));
+        }
+    }
+    Ok(CallbackOutcome {
+        success: true,
+        message: format!(
+            "The connection `{}` is ready. You can close this window.",
+            conn.name
+        ),
+        return_to,
+    })
+}

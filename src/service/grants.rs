@@ -1,0 +1,302 @@
+//! Getting tokens for a connection and recording the outcome: a new client-credentials
+//! grant, a refresh of the stored grant, or a code exchange. Every outcome writes the
+//! connection and its events in one transaction.
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::SecretString;
+
+use crate::domain::{ConnectionStatus, EventKind, FlowType};
+use crate::oauth::{ProviderError, TokenSet};
+use crate::state::AppState;
+use crate::store::{Connection, NewEvent, SecretWrite, SecretWrites, StoreError};
+
+/// How long callers wait after a transient failure before asking the provider again.
+pub const TRANSIENT_COOLDOWN_SECONDS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    Provider(ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Asks the provider for a new access token for `conn`'s grant and stores the result.
+/// On a provider failure the failure is recorded (see `record_failure`) and returned.
+pub async fn acquire(
+    state: &AppState,
+    conn: &Connection,
+    actor: &str,
+    success_kind: EventKind,
+) -> Result<Connection, GrantError> {
+    let secrets = state.store.open_secrets(conn)?;
+    let provider = &state.provider;
+    let result = match conn.config.flow_type {
+        FlowType::ClientCredentials => provider.client_credentials(conn, &secrets).await,
+        FlowType::RefreshToken | FlowType::AuthorizationCode => match &secrets.refresh_token {
+            Some(token) => provider.refresh(conn, &secrets, token).await,
+            None => Err(ProviderError::Permanent {
+                code: "no_refresh_token".into(),
+                description: Some(match conn.config.flow_type {
+                    FlowType::AuthorizationCode => {
+                        "no refresh token is stored: authorize the connection (again)".into()
+                    }
+                    _ => "no refresh token is stored: import one with PATCH".into(),
+                }),
+            }),
+        },
+        FlowType::OnBehalfOf => Err(ProviderError::Permanent {
+            code: "not_refreshable".into(),
+            description: Some("on_behalf_of connections hold no token of their own".into()),
+        }),
+    };
+    let now = state.clock.now();
+    match result {
+        Ok(tokens) => Ok(record_tokens(
+            state,
+            conn,
+            tokens,
+            actor,
+            success_kind,
+            ConnectionStatus::Completed,
+            Vec::new(),
+            now,
+        )
+        .await?),
+        Err(error) => {
+            record_failure(state, conn, &error, actor, EventKind::RefreshFailed, now).await?;
+            Err(GrantError::Provider(error))
+        }
+    }
+}
+
+/// Stores new tokens: the access token always, the refresh token only when the provider
+/// sent one (RFC 6749 6: otherwise the old one stays valid), and sets `status`.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_tokens(
+    state: &AppState,
+    conn: &Connection,
+    tokens: TokenSet,
+    actor: &str,
+    kind: EventKind,
+    status: ConnectionStatus,
+    mut events: Vec<NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<Connection, StoreError> {
+    let default_lifetime = state.settings.default_token_lifetime_seconds;
+    // A missing `expires_in` means "unknown", not "never": assume the default lifetime
+    // so the refresher still renews it before it silently dies.
+    let (lifetime, lifetime_note) = match tokens.expires_in {
+        Some(d) => (d.as_secs(), format!("expires in {} s", d.as_secs())),
+        None => (
+            default_lifetime,
+            format!("no expires_in; assuming {default_lifetime} s"),
+        ),
+    };
+    let mut next = conn.clone();
+    next.token_type = Some(tokens.token_type.clone());
+    next.token_expires_at =
+        Some(now + Duration::seconds(lifetime.min(i64::MAX as u64 / 2000) as i64));
+    if tokens.scopes.is_some() {
+        next.token_scopes = tokens.scopes.clone();
+    }
+    next.last_refresh_at = Some(now);
+    next.refresh_failures = 0;
+    next.next_refresh_attempt_at = None;
+    next.updated_at = now;
+    let rotated = tokens.refresh_token.is_some() && conn.has_refresh_token();
+    let detail = format!(
+        "{lifetime_note}{}",
+        if rotated {
+            "; refresh token rotated"
+        } else {
+            ""
+        }
+    );
+    events.push(NewEvent::for_connection(
+        conn,
+        kind,
+        actor,
+        now,
+        Some(detail),
+    ));
+    if conn.status != status {
+        events.push(status_event(conn, status, actor, now, None));
+    }
+    next.status = status;
+    next.status_message = None;
+    let secrets = SecretWrites {
+        access_token: SecretWrite::Set(tokens.access_token),
+        refresh_token: tokens
+            .refresh_token
+            .map(SecretWrite::Set)
+            .unwrap_or(SecretWrite::Keep),
+        ..SecretWrites::default()
+    };
+    let saved = state.store.save_connection(&next, secrets, events).await?;
+    tracing::info!(org = %saved.org_id, connection = %saved.name, kind = %kind, "tokens stored");
+    Ok(saved)
+}
+
+/// Permanent failures set `failed` and stop refreshing until someone acts; transient
+/// ones keep the status (a still-valid token is still served), count the failure and
+/// start a cooldown.
+pub async fn record_failure(
+    state: &AppState,
+    conn: &Connection,
+    error: &ProviderError,
+    actor: &str,
+    kind: EventKind,
+    now: DateTime<Utc>,
+) -> Result<Connection, StoreError> {
+    let mut next = conn.clone();
+    next.refresh_failures += 1;
+    next.updated_at = now;
+    let mut events = vec![NewEvent::for_connection(
+        conn,
+        kind,
+        actor,
+        now,
+        Some(error.to_string()),
+    )];
+    if error.is_permanent() {
+        next.status = ConnectionStatus::Failed;
+        next.status_message = Some(error.to_string());
+        next.next_refresh_attempt_at = None;
+        if conn.status != ConnectionStatus::Failed {
+            events.push(status_event(
+                conn,
+                ConnectionStatus::Failed,
+                actor,
+                now,
+                Some(error.to_string()),
+            ));
+        }
+    } else {
+        next.next_refresh_attempt_at = Some(now + Duration::seconds(TRANSIENT_COOLDOWN_SECONDS));
+    }
+    tracing::warn!(org = %conn.org_id, connection = %conn.name, permanent = error.is_permanent(), error = %error, "provider call failed");
+    state
+        .store
+        .save_connection(&next, SecretWrites::default(), events)
+        .await
+}
+
+pub fn status_event(
+    conn: &Connection,
+    to: ConnectionStatus,
+    actor: &str,
+    now: DateTime<Utc>,
+    why: Option<String>,
+) -> NewEvent {
+    let detail = match why {
+        Some(why) => format!("{} -> {to}: {why}", conn.status),
+        None => format!("{} -> {to}", conn.status),
+    };
+    NewEvent::for_connection(conn, EventKind::StatusChanged, actor, now, Some(detail))
+}
+
+/// The outcome of a connection test.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub success: bool,
+    pub message: String,
+    pub tested_at: DateTime<Utc>,
+}
+
+/// Whether the stored access token is usable for at least `margin` more.
+pub fn has_fresh_token(conn: &Connection, now: DateTime<Utc>, margin: Duration) -> bool {
+    conn.has_access_token() && conn.token_expires_at.is_some_and(|at| at > now + margin)
+}
+
+/// Obtains a token if needed, then GETs `test_url` with it (2xx = success). Records
+/// `last_test_at`, the `tested` event, and, when `settle` is given, moves the status
+/// there on success or to `failed` otherwise (the end of an authorization).
+pub async fn test(
+    state: &AppState,
+    conn: &Connection,
+    actor: &str,
+    settle: Option<ConnectionStatus>,
+) -> Result<(Connection, TestOutcome), StoreError> {
+    let mut conn = conn.clone();
+    let mut failure: Option<String> = None;
+    if !has_fresh_token(&conn, state.clock.now(), Duration::seconds(30)) {
+        match acquire(state, &conn, actor, EventKind::TokenAcquired).await {
+            Ok(updated) => conn = updated,
+            Err(GrantError::Provider(e)) => {
+                failure = Some(format!("could not obtain a token: {e}"));
+                conn = state
+                    .store
+                    .get_connection_by_id(&conn.id)
+                    .await?
+                    .unwrap_or(conn);
+            }
+            Err(GrantError::Store(e)) => return Err(e),
+        }
+    }
+    let message = match (&failure, &conn.config.test_url) {
+        (Some(f), _) => f.clone(),
+        (None, None) => "a token was obtained (no test_url is set)".to_owned(),
+        (None, Some(url)) => {
+            let secrets = state.store.open_secrets(&conn)?;
+            let token = secrets
+                .access_token
+                .unwrap_or_else(|| SecretString::from(""));
+            match state
+                .provider
+                .outbound()
+                .get_with_token(url, secrecy::ExposeSecret::expose_secret(&token))
+                .await
+            {
+                Ok(status) if (200..300).contains(&status) => format!("test_url answered {status}"),
+                Ok(status) => {
+                    failure = Some(format!("test_url answered {status}"));
+                    format!("test_url answered {status}")
+                }
+                Err(e) => {
+                    failure = Some(format!("test_url: {e}"));
+                    format!("test_url: {e}")
+                }
+            }
+        }
+    };
+    let now = state.clock.now();
+    let success = failure.is_none();
+    let mut next = conn.clone();
+    next.last_test_at = Some(now);
+    next.updated_at = now;
+    let mut events = vec![NewEvent::for_connection(
+        &conn,
+        EventKind::Tested,
+        actor,
+        now,
+        Some(format!(
+            "{}: {message}",
+            if success { "success" } else { "failed" }
+        )),
+    )];
+    if let Some(target) = settle {
+        let to = if success {
+            target
+        } else {
+            ConnectionStatus::Failed
+        };
+        if conn.status != to {
+            events.push(status_event(&conn, to, actor, now, Some(message.clone())));
+        }
+        next.status = to;
+        next.status_message = if success { None } else { Some(message.clone()) };
+    }
+    let saved = state
+        .store
+        .save_connection(&next, SecretWrites::default(), events)
+        .await?;
+    Ok((
+        saved,
+        TestOutcome {
+            success,
+            message,
+            tested_at: now,
+        },
+    ))
+}
