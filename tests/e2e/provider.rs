@@ -1,0 +1,616 @@
+//! A real OAuth 2.0 authorization server for end-to-end tests: `oidc-provider` 9 (npm)
+//! run by Node on loopback from `tests/e2e/provider/server.js`, plus a scripted user
+//! agent that logs in and consents through its development pages.
+//!
+//! Include it from a test binary with
+//! `#[path = "../e2e/provider.rs"] mod provider;` (from `tests/<dir>/main.rs`) or
+//! `#[path = "e2e/provider.rs"] mod provider;` (from `tests/<name>.rs`).
+//!
+//! ```ignore
+//! let Some(op) = Provider::start(ProviderConfig {
+//!     clients: vec![ClientConfig::authorization_code("app", "secret", AuthMethod::ClientSecretBasic,
+//!         ["http://127.0.0.1:8080/oauth/callback"])],
+//!     ..ProviderConfig::default()
+//! }).await else { return }; // `skipped: ...` printed (panics under OAUTH_BROKER_REQUIRE_ALL_TESTS=1)
+//! let redirect = authorize_in_browser(&url_built_by_the_broker, "alice", true).await;
+//! ```
+//!
+//! Self-contained: uses only tokio, reqwest (cookies), serde_json and url.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use url::Url;
+
+pub const REQUIRE_ALL: &str = "OAUTH_BROKER_REQUIRE_ALL_TESTS";
+
+/// Prints `skipped: <reason>`, or panics when `OAUTH_BROKER_REQUIRE_ALL_TESTS=1`.
+fn skip(reason: &str) {
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_ALL}=1 but a test would be skipped: {reason}");
+    }
+    println!("skipped: {reason}");
+}
+
+/// How a client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+/// One client registered at the provider.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth_method: AuthMethod,
+    /// Exact redirect URIs allowed (http on loopback is fine).
+    pub redirect_uris: Vec<String>,
+    /// e.g. `["authorization_code", "refresh_token"]` or `["client_credentials"]`.
+    pub grant_types: Vec<String>,
+    /// Optional allow-list of the provider's known scopes for this client.
+    pub scope: Option<String>,
+}
+
+impl ClientConfig {
+    /// A confidential client for authorization_code (PKCE S256 required) + refresh_token.
+    pub fn authorization_code<I, S>(
+        client_id: &str,
+        client_secret: &str,
+        auth_method: AuthMethod,
+        redirect_uris: I,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientConfig {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            auth_method,
+            redirect_uris: redirect_uris.into_iter().map(Into::into).collect(),
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scope: None,
+        }
+    }
+
+    /// A client for the client_credentials grant only.
+    pub fn client_credentials(
+        client_id: &str,
+        client_secret: &str,
+        auth_method: AuthMethod,
+    ) -> Self {
+        ClientConfig {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            auth_method,
+            redirect_uris: Vec::new(),
+            grant_types: vec!["client_credentials".into()],
+            scope: None,
+        }
+    }
+}
+
+/// Format of the access tokens issued for [`ResourceConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    Opaque,
+    Jwt,
+}
+
+/// A resource server (RFC 8707 resource indicator) that client_credentials tokens are
+/// issued for when the request names no `resource`.
+#[derive(Debug, Clone)]
+pub struct ResourceConfig {
+    /// Absolute URI, e.g. `https://api.example.test/`; becomes the token's `aud`.
+    pub indicator: String,
+    /// Space-separated scopes the resource server accepts.
+    pub scope: String,
+    pub format: TokenFormat,
+}
+
+/// Everything the provider is started with.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// 0 picks a free port.
+    pub port: u16,
+    pub clients: Vec<ClientConfig>,
+    /// `expires_in` of access tokens from the code and refresh grants.
+    pub access_token_ttl_secs: u64,
+    /// `expires_in` of client_credentials tokens; `None` = `access_token_ttl_secs`.
+    pub client_credentials_ttl_secs: Option<u64>,
+    /// `None` = 14 days.
+    pub refresh_token_ttl_secs: Option<u64>,
+    /// On: each refresh returns a new refresh token and the old one stops working
+    /// (reusing it is `invalid_grant` and revokes the whole grant). Off: the same
+    /// refresh token comes back and stays valid.
+    pub rotate_refresh_tokens: bool,
+    /// false: every client allowed the refresh_token grant gets a refresh token from the
+    /// code flow. true: only when `offline_access` was requested with `prompt=consent`.
+    pub refresh_token_requires_offline_access: bool,
+    /// Scope names the provider knows besides `openid` and `offline_access`; others are
+    /// silently dropped from requests and from the `scope` of token responses.
+    pub scopes: Vec<String>,
+    pub resource: Option<ResourceConfig>,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            port: 0,
+            clients: Vec::new(),
+            access_token_ttl_secs: 300,
+            client_credentials_ttl_secs: None,
+            refresh_token_ttl_secs: None,
+            rotate_refresh_tokens: true,
+            refresh_token_requires_offline_access: false,
+            scopes: vec!["read".into(), "write".into()],
+            resource: None,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The JSON that `server.js` reads from `PROVIDER_CONFIG`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "port": self.port,
+            "clients": self.clients.iter().map(|c| json!({
+                "client_id": c.client_id,
+                "client_secret": c.client_secret,
+                "token_endpoint_auth_method": c.auth_method.as_str(),
+                "redirect_uris": c.redirect_uris,
+                "grant_types": c.grant_types,
+                "scope": c.scope,
+            })).collect::<Vec<_>>(),
+            "access_token_ttl": self.access_token_ttl_secs,
+            "client_credentials_ttl": self.client_credentials_ttl_secs,
+            "refresh_token_ttl": self.refresh_token_ttl_secs,
+            "rotate_refresh_token": self.rotate_refresh_tokens,
+            "refresh_token_requires_offline_access": self.refresh_token_requires_offline_access,
+            "scopes": self.scopes,
+            "resource": self.resource.as_ref().map(|r| json!({
+                "indicator": r.indicator,
+                "scope": r.scope,
+                "format": match r.format { TokenFormat::Opaque => "opaque", TokenFormat::Jwt => "jwt" },
+            })),
+        })
+    }
+}
+
+/// A running provider; the Node process is killed when this is dropped.
+pub struct Provider {
+    /// `http://127.0.0.1:<port>`, no trailing slash.
+    pub issuer: String,
+    pub port: u16,
+    pub config: ProviderConfig,
+    child: Child,
+    /// Held open: the server exits by itself when it closes (test binary killed).
+    _stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+    discovery: tokio::sync::OnceCell<Value>,
+}
+
+impl Provider {
+    /// Starts the provider (installing its npm packages first if needed). `None` after
+    /// printing `skipped: <reason>` when node/npm is missing or the install fails;
+    /// panics instead under `OAUTH_BROKER_REQUIRE_ALL_TESTS=1`. Panics if the server
+    /// itself fails to start (that is a bug, not a missing tool).
+    pub async fn start(config: ProviderConfig) -> Option<Provider> {
+        if let Err(reason) = ensure_installed().await {
+            skip(&reason);
+            return None;
+        }
+        let (child, stdin, port, stderr) = spawn(&config).await;
+        Some(Provider {
+            issuer: format!("http://127.0.0.1:{port}"),
+            port,
+            config,
+            child,
+            _stdin: stdin,
+            stderr,
+            discovery: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Kills the server and starts it again on the same port with the same config: every
+    /// token, grant and session it had is forgotten (refresh then gets `invalid_grant`).
+    pub async fn restart(&mut self) {
+        self.stop();
+        let config = ProviderConfig {
+            port: self.port,
+            ..self.config.clone()
+        };
+        let (child, stdin, port, stderr) = spawn(&config).await;
+        assert_eq!(port, self.port);
+        self.child = child;
+        self._stdin = stdin;
+        self.stderr = stderr;
+    }
+
+    /// What the server wrote on stderr so far (warnings, `grant.error ...` lines).
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `/.well-known/openid-configuration`, fetched once.
+    pub async fn discovery(&self) -> &Value {
+        self.discovery
+            .get_or_init(|| async {
+                let url = format!("{}/.well-known/openid-configuration", self.issuer);
+                let resp = reqwest::get(&url).await.expect("discovery request");
+                assert!(resp.status().is_success(), "discovery: {}", resp.status());
+                resp.json().await.expect("discovery JSON")
+            })
+            .await
+    }
+
+    async fn endpoint(&self, name: &str) -> String {
+        self.discovery().await[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in discovery"))
+            .to_owned()
+    }
+
+    /// `<issuer>/auth`
+    pub async fn authorization_endpoint(&self) -> String {
+        self.endpoint("authorization_endpoint").await
+    }
+
+    /// `<issuer>/token`
+    pub async fn token_endpoint(&self) -> String {
+        self.endpoint("token_endpoint").await
+    }
+
+    /// `<issuer>/token/revocation` (RFC 7009; revoking a refresh token kills its grant).
+    pub async fn revocation_endpoint(&self) -> String {
+        self.endpoint("revocation_endpoint").await
+    }
+
+    /// `<issuer>/token/introspection` (RFC 7662).
+    pub async fn introspection_endpoint(&self) -> String {
+        self.endpoint("introspection_endpoint").await
+    }
+
+    /// GET with `Authorization: Bearer <token>`: 200 (JSON with `client_id`, `sub`, `scope`)
+    /// for an access token this provider issued and still honours, else 401.
+    pub fn userinfo_like_url(&self) -> String {
+        format!("{}/test/userinfo-like", self.issuer)
+    }
+
+    fn stop(&mut self) {
+        self._stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn provider_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/provider")
+}
+
+/// `npm ci` once per process (async once-cell) and across processes (file lock), only
+/// when `node_modules` is missing or older than `package-lock.json`.
+async fn ensure_installed() -> Result<(), String> {
+    static INSTALLED: tokio::sync::OnceCell<Result<(), String>> =
+        tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(install_blocking)
+                .await
+                .unwrap_or_else(|e| Err(format!("npm install task failed: {e}")))
+        })
+        .await
+        .clone()
+}
+
+fn install_blocking() -> Result<(), String> {
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => return Err(format!("`node --version` failed: {}", out.status)),
+        Err(e) => {
+            return Err(format!(
+                "node not found ({e}): the e2e OAuth provider needs Node.js 20+"
+            ));
+        }
+    }
+    let dir = provider_dir();
+    let is_fresh = || {
+        let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        match (
+            modified(dir.join("node_modules/.package-lock.json")),
+            modified(dir.join("package-lock.json")),
+        ) {
+            (Some(installed), Some(lock)) => installed >= lock,
+            _ => false,
+        }
+    };
+    if is_fresh() {
+        return Ok(());
+    }
+    // Another test binary (e.g. under nextest) may be installing right now.
+    let lock_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-provider-npm.lock");
+    let lock_file = std::fs::File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock_file
+        .lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    if is_fresh() {
+        return Ok(());
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("npm not found ({e}): the e2e OAuth provider needs npm"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        return Err(format!(
+            "`npm ci` in {} failed ({}): {}",
+            dir.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    Ok(())
+}
+
+type Spawned = (Child, Option<ChildStdin>, u16, Arc<Mutex<String>>);
+
+/// Starts `node server.js` and waits for its `READY <port>` line.
+async fn spawn(config: &ProviderConfig) -> Spawned {
+    let dir = provider_dir();
+    let mut child = Command::new("node")
+        .arg("server.js")
+        .current_dir(&dir)
+        .env("PROVIDER_CONFIG", config.to_json().to_string())
+        .env("PROVIDER_EXIT_ON_STDIN_CLOSE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node server.js in {}: {e}", dir.display()));
+
+    // Plain threads drain both pipes, so the server never blocks on a full pipe, whatever
+    // tokio runtime the test has (or has already shut down).
+    let stderr = Arc::new(Mutex::new(String::new()));
+    {
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<u16>();
+    {
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line.strip_prefix("READY ")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(port.trim().parse().expect("READY <port>"));
+                }
+            }
+        });
+    }
+
+    let port = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+        Ok(Ok(port)) => port,
+        outcome => {
+            let _ = child.kill();
+            let status = child.wait();
+            std::thread::sleep(Duration::from_millis(100)); // let stderr drain
+            panic!(
+                "the e2e OAuth provider did not start ({}; exit: {status:?}); stderr:\n{}",
+                if outcome.is_err() {
+                    "no READY line within 30 s"
+                } else {
+                    "exited before READY"
+                },
+                stderr.lock().unwrap()
+            );
+        }
+    };
+    let stdin = child.stdin.take();
+    (child, stdin, port, stderr)
+}
+
+/// Acts as the user's browser (fresh cookie jar): opens `authorization_url`, follows
+/// redirects into the provider's development pages, signs in as `username` (any name
+/// works), then approves the consent page, or cancels it when `approve` is false, and
+/// follows redirects until the provider sends the browser to another origin (the
+/// client's `redirect_uri`). That URL is returned without being requested: it carries
+/// `code`, `state` and `iss`, or `error=access_denied` and `state`.
+pub async fn authorize_in_browser(
+    authorization_url: &str,
+    username: &str,
+    approve: bool,
+) -> String {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let start = Url::parse(authorization_url).expect("authorization URL");
+    let provider_origin = start.origin();
+    let redirect_uri = start
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned());
+    let leaves_provider = |url: &Url| {
+        url.origin() != provider_origin
+            || redirect_uri
+                .as_deref()
+                .is_some_and(|r| url.as_str().starts_with(r))
+    };
+
+    let mut url = start.clone();
+    let mut form: Option<Vec<(String, String)>> = None; // Some = POST this body to `url`
+    let mut history = Vec::new();
+    for _ in 0..25 {
+        history.push(format!(
+            "{} {url}",
+            if form.is_some() { "POST" } else { "GET" }
+        ));
+
+        let resp = match form.take() {
+            Some(body) => client.post(url.clone()).form(&body).send().await,
+            None => client.get(url.clone()).send().await,
+        }
+        .unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
+        let status = resp.status();
+
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{status} without Location from {url}"));
+            let next = url
+                .join(location)
+                .unwrap_or_else(|e| panic!("bad Location {location:?}: {e}"));
+            if leaves_provider(&next) {
+                return next.to_string();
+            }
+            url = next;
+            continue;
+        }
+
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "provider answered {status} at {url}: {body}\nsteps:\n{}",
+            history.join("\n")
+        );
+        let page = InteractionPage::parse(&body);
+        match page.prompt.as_deref() {
+            Some("login") => {
+                let mut fields = page.fields;
+                set_field(&mut fields, "login", username);
+                set_field(&mut fields, "password", "any-password");
+                url = url.join(&page.action).expect("form action");
+                form = Some(fields);
+            }
+            Some("consent") if approve => {
+                url = url.join(&page.action).expect("form action");
+                form = Some(page.fields);
+            }
+            Some("consent") => {
+                let abort = page
+                    .abort_href
+                    .unwrap_or_else(|| panic!("no cancel link on the consent page: {body}"));
+                url = url.join(&abort).expect("abort link");
+            }
+            _ => panic!(
+                "unexpected page at {url} (status {status}): {body}\nsteps:\n{}",
+                history.join("\n")
+            ),
+        }
+    }
+    panic!("too many steps:\n{}", history.join("\n"));
+}
+
+fn set_field(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match fields.iter_mut().find(|(k, _)| k == name) {
+        Some(field) => field.1 = value.to_owned(),
+        None => fields.push((name.to_owned(), value.to_owned())),
+    }
+}
+
+/// The parts of an oidc-provider development interaction page the user agent needs.
+struct InteractionPage {
+    /// Value of the hidden `prompt` input: `login` or `consent`.
+    prompt: Option<String>,
+    action: String,
+    /// Every named `<input>` of the first POST form, with its value (empty if none).
+    fields: Vec<(String, String)>,
+    /// The `[ Cancel ]` link (`/interaction/<uid>/abort`).
+    abort_href: Option<String>,
+}
+
+impl InteractionPage {
+    fn parse(html: &str) -> InteractionPage {
+        let mut page = InteractionPage {
+            prompt: None,
+            action: String::new(),
+            fields: Vec::new(),
+            abort_href: None,
+        };
+        if let Some(start) = html.find("<form") {
+            let form = &html[start..];
+            let form = &form[..form.find("</form>").unwrap_or(form.len())];
+            let open_tag = &form[..form.find('>').unwrap_or(form.len())];
+            page.action = attr(open_tag, "action").unwrap_or_default();
+            for input in form.split("<input").skip(1) {
+                let tag = &input[..input.find('>').unwrap_or(input.len())];
+                if let Some(name) = attr(tag, "name") {
+                    let value = attr(tag, "value").unwrap_or_default();
+                    if name == "prompt" {
+                        page.prompt = Some(value.clone());
+                    }
+                    page.fields.push((name, value));
+                }
+            }
+        }
+        page.abort_href = html
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(unescape)
+            .find(|href| href.contains("/abort"));
+        page
+    }
+}
+
+/// Value of `name="..."` in one tag (double quotes, as oidc-provider writes them).
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let len = tag[start..].find('"')?;
+    Some(unescape(&tag[start..start + len]))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&#x2F;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}

@@ -1,0 +1,225 @@
+// A real OAuth 2.0 authorization server (oidc-provider 9) on loopback, for oauth-broker's
+// end-to-end tests. Started by tests/e2e/provider.rs; prints exactly one line
+// `READY <port>` on stdout once it listens. Everything else goes to stderr.
+//
+// Configuration: a JSON object in the env var PROVIDER_CONFIG, or as the first argument
+// (inline JSON, or a path to a JSON file). Keys (all optional except `clients`):
+//   port                    0 = any free port
+//   clients                 [{ client_id, client_secret, token_endpoint_auth_method,
+//                              redirect_uris: [..], grant_types: [..], scope? }]
+//   access_token_ttl        seconds, access tokens from authorization_code / refresh_token
+//   client_credentials_ttl  seconds, client_credentials tokens (default: access_token_ttl)
+//   refresh_token_ttl       seconds (default 14 days)
+//   rotate_refresh_token    true: each refresh returns a new refresh token, the old one dies
+//   refresh_token_requires_offline_access
+//                           false (default): a client allowed the refresh_token grant
+//                           always gets one; true: only for scope offline_access + prompt=consent
+//   scopes                  extra scope names the provider knows, e.g. ["read", "write"]
+//   resource                { indicator, scope, format: "opaque" | "jwt" }: the resource
+//                           server that client_credentials tokens are issued for by default
+//
+// State (tokens, grants, sessions) lives in memory: a restart forgets every token.
+
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import Provider from 'oidc-provider';
+
+function readConfig() {
+  const raw = process.env.PROVIDER_CONFIG || process.argv[2];
+  if (!raw) throw new Error('no configuration: set PROVIDER_CONFIG or pass JSON as argv[2]');
+  return JSON.parse(raw.trimStart().startsWith('{') ? raw : fs.readFileSync(raw, 'utf8'));
+}
+
+const cfg = readConfig();
+const accessTokenTtl = cfg.access_token_ttl ?? 300;
+const clientCredentialsTtl = cfg.client_credentials_ttl ?? accessTokenTtl;
+const refreshTokenTtl = cfg.refresh_token_ttl ?? 14 * 24 * 60 * 60;
+
+function clientMetadata(c) {
+  const grantTypes = c.grant_types ?? ['authorization_code', 'refresh_token'];
+  const usesRedirects = grantTypes.includes('authorization_code');
+  return {
+    client_id: c.client_id,
+    client_secret: c.client_secret,
+    token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_basic',
+    grant_types: grantTypes,
+    // A client without the authorization_code grant must not have response types.
+    response_types: usesRedirects ? ['code'] : [],
+    redirect_uris: usesRedirects ? (c.redirect_uris ?? []) : [],
+    // 'web' clients may register http:// redirect URIs for the code flow (only the
+    // implicit flow demands https).
+    application_type: 'web',
+    ...(c.scope ? { scope: c.scope } : {}),
+  };
+}
+
+function configuration() {
+  const resource = cfg.resource;
+  return {
+    clients: cfg.clients.map(clientMetadata),
+    scopes: ['openid', 'offline_access', ...(cfg.scopes ?? [])],
+    // PKCE on every authorization request (oidc-provider 9 only knows S256).
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: true }, // built-in login + consent pages, any login works
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // Only client_credentials requests without `resource` get the configured resource
+        // server; the code flow keeps opaque tokens for the provider itself.
+        defaultResource(ctx) {
+          if (resource && ctx.oidc.route === 'token' && ctx.oidc.params.grant_type === 'client_credentials') {
+            return resource.indicator;
+          }
+          return undefined;
+        },
+        getResourceServerInfo(ctx, indicator) {
+          if (resource && indicator === resource.indicator) {
+            return {
+              scope: resource.scope ?? (cfg.scopes ?? []).join(' '),
+              audience: resource.indicator,
+              accessTokenTTL: clientCredentialsTtl,
+              accessTokenFormat: resource.format ?? 'opaque',
+            };
+          }
+          throw new Provider.errors.InvalidTarget();
+        },
+        useGrantedResource: () => true,
+      },
+    },
+    issueRefreshToken(ctx, client, code) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      return cfg.refresh_token_requires_offline_access ? code.scopes.has('offline_access') : true;
+    },
+    // Tokens outlive the provider's browser session (the default ties them to it unless
+    // offline_access was granted).
+    expiresWithSession: () => false,
+    rotateRefreshToken: cfg.rotate_refresh_token ?? true,
+    ttl: {
+      AccessToken: accessTokenTtl,
+      ClientCredentials: clientCredentialsTtl,
+      RefreshToken: refreshTokenTtl,
+      AuthorizationCode: 60,
+      Grant: refreshTokenTtl,
+      Interaction: 600,
+      Session: 3600,
+      IdToken: 3600,
+    },
+    // Development keys: oidc-provider generates signing keys and cookie keys itself.
+    findAccount: (ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+    renderError(ctx, out) {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+}
+
+// GET /test/userinfo-like: 200 with a JSON summary if the bearer token is an access token
+// this provider issued and still honours (opaque: looked up; jwt: signature checked),
+// else 401. Stands in for an API that a connection's `test_url` calls.
+async function userinfoLike(provider, port, req, res) {
+  const auth = req.headers.authorization ?? '';
+  const match = /^Bearer\s+(\S+)$/i.exec(auth);
+  let info;
+  if (match) {
+    const token = match[1];
+    if (token.split('.').length === 3) {
+      try {
+        const jwks = await (await fetch(`http://127.0.0.1:${port}/jwks`)).json();
+        const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), { issuer: provider.issuer });
+        info = { format: 'jwt', client_id: payload.client_id, sub: payload.sub, scope: payload.scope };
+      } catch {
+        info = undefined;
+      }
+    } else {
+      const at = (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token));
+      // find() allows the provider's 15 s clock tolerance; this route is exact.
+      if (at && !at.isExpired) {
+        info = { format: 'opaque', client_id: at.clientId, sub: at.accountId, scope: at.scope };
+      }
+    }
+  }
+  if (info) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ active: true, ...info }));
+  } else {
+    res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer error="invalid_token"' });
+    res.end(JSON.stringify({ error: 'invalid_token' }));
+  }
+}
+
+// oidc-provider 9 accepts client_secret_basic and client_secret_post interchangeably for
+// a client registered with either. A real provider may not, so the token, revocation and
+// introspection endpoints here insist on the registered method (401 invalid_client).
+// The body is read here and handed on as `req.body`, which oidc-provider then uses.
+const authMethods = new Map(cfg.clients.map((c) => [c.client_id, c.token_endpoint_auth_method ?? 'client_secret_basic']));
+
+async function wrongAuthMethod(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  req.body = Buffer.concat(chunks);
+  const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  const form = new URLSearchParams(req.body.toString('utf8'));
+  let clientId = form.get('client_id');
+  if (basic) {
+    const decoded = Buffer.from(basic[1], 'base64').toString('utf8');
+    clientId = decoded.slice(0, decoded.indexOf(':'));
+    try {
+      clientId = decodeURIComponent(clientId.replace(/\+/g, '%20')); // RFC 6749 2.3.1
+    } catch {
+      // not form-encoded: keep it raw, oidc-provider will reject it
+    }
+  }
+  const registered = authMethods.get(clientId);
+  if (registered === 'client_secret_basic' && !basic) return `${clientId} must use client_secret_basic`;
+  if (registered === 'client_secret_post' && basic) return `${clientId} must use client_secret_post`;
+  return undefined;
+}
+
+const server = http.createServer();
+server.listen(cfg.port ?? 0, '127.0.0.1', () => {
+  const { port } = server.address();
+  const provider = new Provider(`http://127.0.0.1:${port}`, configuration());
+  provider.proxy = false;
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  provider.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    if (req.method === 'GET' && req.url.split('?')[0] === '/test/userinfo-like') {
+      userinfoLike(provider, port, req, res).catch((err) => {
+        console.error(err);
+        res.writeHead(500);
+        res.end();
+      });
+    } else if (req.method === 'POST' && ['/token', '/token/revocation', '/token/introspection'].includes(req.url.split('?')[0])) {
+      wrongAuthMethod(req).then((problem) => {
+        if (problem) {
+          console.error('invalid_client:', problem);
+          res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="token"' });
+          res.end(JSON.stringify({ error: 'invalid_client', error_description: problem }));
+        } else {
+          callback(req, res);
+        }
+      }, (err) => {
+        console.error(err);
+        res.writeHead(500);
+        res.end();
+      });
+    } else {
+      callback(req, res);
+    }
+  });
+  process.stdout.write(`READY ${port}\n`);
+});
+
+// Stop when the test harness goes away (it holds our stdin open and sets this variable),
+// so a killed test binary leaves no provider behind.
+if (process.env.PROVIDER_EXIT_ON_STDIN_CLOSE === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));

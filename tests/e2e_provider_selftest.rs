@@ -1,0 +1,451 @@
+//! Proves the end-to-end OAuth provider harness (`tests/e2e/provider.rs`) works on its
+//! own, without the broker: the code flow with PKCE through the development login and
+//! consent pages, refresh-token rotation and replay, client credentials, the
+//! `/test/userinfo-like` route and a denied consent.
+
+#[path = "e2e/provider.rs"]
+mod provider;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use provider::{
+    AuthMethod, ClientConfig, Provider, ProviderConfig, ResourceConfig, TokenFormat,
+    authorize_in_browser,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
+
+fn config() -> ProviderConfig {
+    ProviderConfig {
+        clients: vec![
+            ClientConfig::authorization_code(
+                "web-app",
+                "web-app-secret",
+                AuthMethod::ClientSecretBasic,
+                [REDIRECT, "http://127.0.0.1:9/other"],
+            ),
+            ClientConfig::authorization_code(
+                "post-app",
+                "post-app-secret",
+                AuthMethod::ClientSecretPost,
+                [REDIRECT],
+            ),
+            ClientConfig::client_credentials(
+                "service",
+                "service-secret",
+                AuthMethod::ClientSecretBasic,
+            ),
+        ],
+        access_token_ttl_secs: 120,
+        client_credentials_ttl_secs: Some(90),
+        ..ProviderConfig::default()
+    }
+}
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn new_pkce() -> Pkce {
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    Pkce {
+        verifier,
+        challenge,
+    }
+}
+
+async fn authorization_url(op: &Provider, client_id: &str, state: &str, pkce: &Pkce) -> String {
+    let mut url = Url::parse(&op.authorization_endpoint().await).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "openid read")
+        .append_pair("state", state)
+        .append_pair("code_challenge", &pkce.challenge)
+        .append_pair("code_challenge_method", "S256");
+    url.to_string()
+}
+
+fn query(url: &str) -> Vec<(String, String)> {
+    Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param(url: &str, name: &str) -> Option<String> {
+    query(url)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// POSTs a token request with client_secret_basic; returns status and JSON body.
+async fn token_basic(op: &Provider, id: &str, secret: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let resp = http()
+        .post(op.token_endpoint().await)
+        .basic_auth(id, Some(secret))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+async fn userinfo_like(op: &Provider, token: &str) -> u16 {
+    http()
+        .get(op.userinfo_like_url())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn code_flow_with_pkce_then_refresh_rotation_and_replay() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    assert_eq!(op.issuer, format!("http://127.0.0.1:{}", op.port));
+
+    let pkce = new_pkce();
+    let url = authorization_url(&op, "web-app", "state-123", &pkce).await;
+    let redirect = authorize_in_browser(&url, "alice", true).await;
+    assert!(redirect.starts_with(REDIRECT), "{redirect}");
+    assert_eq!(param(&redirect, "state").as_deref(), Some("state-123"));
+    assert_eq!(param(&redirect, "iss").as_deref(), Some(op.issuer.as_str()));
+    let code = param(&redirect, "code").expect("code in redirect");
+
+    // A wrong verifier is refused (and does not consume the code in a usable way).
+    let (status, body) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &new_pkce().verifier),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // The same flow again, with the right verifier this time.
+    let url = authorization_url(&op, "web-app", "state-456", &pkce).await;
+    let redirect = authorize_in_browser(&url, "alice", true).await;
+    let code = param(&redirect, "code").expect("code in redirect");
+    let (status, tokens) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}\n{}", op.logs());
+    let access = tokens["access_token"].as_str().expect("access_token");
+    let refresh_1 = tokens["refresh_token"].as_str().expect("refresh_token");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 120);
+    assert_eq!(tokens["scope"], "openid read");
+    assert!(tokens["id_token"].is_string());
+    assert_eq!(userinfo_like(&op, access).await, 200);
+    assert_eq!(userinfo_like(&op, "not-a-token").await, 401);
+
+    // Refresh: a new refresh token and a new working access token.
+    let (status, refreshed) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_1),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let refresh_2 = refreshed["refresh_token"]
+        .as_str()
+        .expect("rotated refresh_token");
+    assert_ne!(refresh_2, refresh_1);
+    let access_2 = refreshed["access_token"].as_str().unwrap();
+    assert_ne!(access_2, access);
+    assert_eq!(refreshed["expires_in"], 120);
+    assert_eq!(userinfo_like(&op, access_2).await, 200);
+
+    // The old refresh token is dead. (Replaying it also revokes the whole grant, so the
+    // new refresh token dies too: oidc-provider's replay detection.)
+    let (status, body) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_1),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(userinfo_like(&op, access_2).await, 401);
+}
+
+#[tokio::test]
+async fn client_secret_post_client_gets_tokens() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    let pkce = new_pkce();
+    let url = authorization_url(&op, "post-app", "s", &pkce).await;
+    let redirect = authorize_in_browser(&url, "bob", true).await;
+    let code = param(&redirect, "code").expect("code in redirect");
+    let token_endpoint = op.token_endpoint().await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("client_id", "post-app"),
+        ("client_secret", "post-app-secret"),
+    ];
+    let resp = http()
+        .post(&token_endpoint)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tokens: Value = resp.json().await.unwrap();
+    assert!(tokens["access_token"].is_string() && tokens["refresh_token"].is_string());
+
+    // Basic auth is refused for a client registered with client_secret_post.
+    let (status, body) = token_basic(
+        &op,
+        "post-app",
+        "post-app-secret",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+
+    // And the secret in the body is refused for a client_secret_basic client.
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "service"),
+        ("client_secret", "service-secret"),
+    ];
+    let resp = http()
+        .post(&token_endpoint)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn client_credentials_opaque_and_jwt() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    let (status, token) = token_basic(
+        &op,
+        "service",
+        "service-secret",
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "read unknown"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["expires_in"], 90);
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["scope"], "read"); // unknown scopes are dropped
+    assert!(token.get("refresh_token").is_none());
+    let access = token["access_token"].as_str().unwrap();
+    assert!(!access.contains('.'), "opaque: {access}");
+    assert_eq!(userinfo_like(&op, access).await, 200);
+
+    let (status, body) = token_basic(
+        &op,
+        "service",
+        "wrong",
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    drop(op);
+
+    // With a resource server: JWT access tokens for it, by default.
+    let Some(op) = Provider::start(ProviderConfig {
+        resource: Some(ResourceConfig {
+            indicator: "https://api.example.test/".into(),
+            scope: "read write".into(),
+            format: TokenFormat::Jwt,
+        }),
+        ..config()
+    })
+    .await
+    else {
+        return;
+    };
+    let (status, token) = token_basic(
+        &op,
+        "service",
+        "service-secret",
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["expires_in"], 90);
+    let access = token["access_token"].as_str().unwrap();
+    assert_eq!(access.split('.').count(), 3, "JWT: {access}");
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(access.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "https://api.example.test/");
+    assert_eq!(claims["client_id"], "service");
+    assert_eq!(userinfo_like(&op, access).await, 200);
+    let mut forged = access.to_owned();
+    forged.push('x');
+    assert_eq!(userinfo_like(&op, &forged).await, 401);
+}
+
+#[tokio::test]
+async fn denied_consent_redirects_with_access_denied() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    let url = authorization_url(&op, "web-app", "deny-me", &new_pkce()).await;
+    let redirect = authorize_in_browser(&url, "carol", false).await;
+    assert!(redirect.starts_with(REDIRECT), "{redirect}");
+    assert_eq!(param(&redirect, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&redirect, "state").as_deref(), Some("deny-me"));
+    assert!(param(&redirect, "code").is_none());
+}
+
+#[tokio::test]
+async fn no_rotation_short_ttl_and_restart() {
+    let Some(mut op) = Provider::start(ProviderConfig {
+        rotate_refresh_tokens: false,
+        access_token_ttl_secs: 2,
+        ..config()
+    })
+    .await
+    else {
+        return;
+    };
+    let pkce = new_pkce();
+    let url = authorization_url(&op, "web-app", "s", &pkce).await;
+    let code = param(&authorize_in_browser(&url, "dave", true).await, "code").unwrap();
+    let (status, tokens) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["expires_in"], 2);
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(userinfo_like(&op, access).await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(userinfo_like(&op, access).await, 401, "expired");
+
+    for _ in 0..2 {
+        let (status, refreshed) = token_basic(
+            &op,
+            "web-app",
+            "web-app-secret",
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+        assert_eq!(status, 200, "{refreshed}");
+        assert_eq!(
+            refreshed["refresh_token"].as_str(),
+            Some(refresh),
+            "not rotated"
+        );
+    }
+
+    // A restart forgets every token: refresh is then invalid_grant.
+    let port = op.port;
+    op.restart().await;
+    assert_eq!(op.port, port);
+    let (status, body) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
