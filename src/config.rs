@@ -48,6 +48,10 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// HTTP worker threads; defaults to the number of cores.
     pub http_workers: Option<usize>,
+    /// Run the scheduled refresher in this process.
+    pub refresher_enabled: bool,
+    /// Delay of the refresher's run after start.
+    pub refresh_startup_delay_seconds: u64,
     /// Timeout of each attempt of a provider call.
     pub provider_timeout_ms: u64,
     /// First backoff between attempts of a provider call (doubles, plus jitter).
@@ -75,6 +79,8 @@ impl Default for Settings {
             http_workers: None,
             provider_timeout_ms: 10_000,
             provider_retry_base_ms: 250,
+            refresher_enabled: true,
+            refresh_startup_delay_seconds: 10,
         }
     }
 }
@@ -95,6 +101,8 @@ struct Defaults {
     database_max_connections: u32,
     provider_timeout_ms: u64,
     provider_retry_base_ms: u64,
+    refresher_enabled: bool,
+    refresh_startup_delay_seconds: u64,
 }
 
 impl Settings {
@@ -114,6 +122,8 @@ impl Settings {
             database_max_connections: d.database_max_connections,
             provider_timeout_ms: d.provider_timeout_ms,
             provider_retry_base_ms: d.provider_retry_base_ms,
+            refresher_enabled: d.refresher_enabled,
+            refresh_startup_delay_seconds: d.refresh_startup_delay_seconds,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Ok(path) = std::env::var("OAUTH_BROKER_CONFIG") {

@@ -103,11 +103,15 @@ impl Keyring {
     pub fn parse(spec: &SecretString) -> Result<Self, KeyringError> {
         let mut active = None;
         let mut ciphers = HashMap::new();
+        // Comments are whole lines; drop them before splitting on commas, since a
+        // comment may itself contain one (the key file's header does).
         for (index, entry) in spec
             .expose_secret()
-            .split([',', '\n'])
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .flat_map(|line| line.split(','))
             .map(str::trim)
-            .filter(|e| !e.is_empty() && !e.starts_with('#'))
+            .filter(|e| !e.is_empty())
             .enumerate()
         {
             let (kid, b64) = entry
@@ -357,6 +361,34 @@ mod tests {
             Keyring::parse(&SecretString::from(twice)),
             Err(KeyringError::DuplicateKeyId(_))
         ));
+    }
+
+    #[test]
+    fn a_created_key_file_reads_back_with_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.key");
+        let created = Keyring::create_file(&path, "k1").unwrap();
+        let sealed = created.seal("v", aad("r", "f"));
+        let read = Keyring::from_file(&path).expect("the file it wrote parses");
+        assert_eq!(read.active_kid(), "k1");
+        assert_eq!(
+            read.open(&sealed, aad("r", "f")).unwrap().expose_secret(),
+            "v"
+        );
+    }
+
+    #[test]
+    fn comments_with_commas_and_several_lines_parse() {
+        let (_, a) = Keyring::generate("a");
+        let (_, b) = Keyring::generate("b");
+        let text = format!(
+            "# keys, newest first\n{}\n  # old, keep until rotated\n{}\n",
+            a.expose_secret(),
+            b.expose_secret()
+        );
+        let ring = Keyring::parse(&SecretString::from(text)).unwrap();
+        assert_eq!(ring.active_kid(), "a");
+        assert!(ring.contains("b"));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod metrics;
 pub mod oauth;
 /// The OpenAPI document.
 pub mod openapi;
+/// The scheduled refresher.
+pub mod refresher;
 /// HTTP handlers, one module per resource.
 pub mod routes;
 /// What handlers call: connection management rules shared by routes and commands.

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{callback, connections, flows, keys, ops};
+use crate::routes::{callback, connections, credentials, flows, keys, ops, refresh, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,14 @@ use crate::routes::{callback, connections, flows, keys, ops};
         flows::refresh,
         callback::callback_get,
         callback::callback_post,
+        credentials::get_credentials,
+        workflows::register,
+        workflows::list,
+        workflows::remove,
+        workflows::disabled,
+        workflows::enable,
+        refresh::status,
+        refresh::run,
         keys::create,
         keys::list,
         keys::revoke,
@@ -38,6 +46,9 @@ use crate::routes::{callback, connections, flows, keys, ops};
     tags(
         (name = "connections", description = "OAuth connections of an organization (admin)"),
         (name = "callback", description = "Where providers return the browser (no auth: the state is the credential)"),
+        (name = "credentials", description = "Tokens for workflow code (workflow or admin keys)"),
+        (name = "workflows", description = "Workflow dependencies on connections"),
+        (name = "refresher", description = "The background refresher (admin of every org)"),
         (name = "keys", description = "API keys (admin of every org)"),
         (name = "operations", description = "Health, readiness and metrics (no auth)"),
     )

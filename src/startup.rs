@@ -128,6 +128,7 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
 }
 
 impl Application {
@@ -163,6 +164,10 @@ impl Application {
             provider: crate::oauth::ProviderClient::new(Arc::new(crate::oauth::Outbound::new(
                 settings.outbound(),
             ))),
+            refreshes: Default::default(),
+            replica_id: uuid::Uuid::new_v4().simple().to_string(),
+            refresher: Default::default(),
+            read_events: Default::default(),
             store,
             clock,
             settings,
@@ -188,11 +193,19 @@ impl Application {
             server = server.workers(workers.max(1));
         }
         let server = server.listen(listener)?.run();
+        let scheduler = if state.settings.refresher_enabled {
+            let delay =
+                std::time::Duration::from_secs(state.settings.refresh_startup_delay_seconds);
+            Some(crate::refresher::schedule(state.clone().into_inner(), delay).await?)
+        } else {
+            None
+        };
         tracing::info!(address = %address, public_url = %state.public_base, "listening");
         Ok(Self {
             port: address.port(),
             server,
             state,
+            scheduler,
         })
     }
 
@@ -206,7 +219,12 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish (30 s at most).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if let Some(mut scheduler) = self.scheduler {
+            // No new ticks; a run in progress ends with the process (its leases expire).
+            let _ = scheduler.shutdown().await;
+        }
+        result
     }
 }
 

@@ -17,6 +17,12 @@ pub struct AppState {
     pub keys: KeyCache,
     pub metrics: Arc<Metrics>,
     pub provider: crate::oauth::ProviderClient,
+    /// In-process single flight of refreshes.
+    pub refreshes: crate::service::credentials::SingleFlight,
+    /// This process, as a lease owner.
+    pub replica_id: String,
+    pub refresher: crate::refresher::Refresher,
+    pub read_events: crate::routes::credentials::ReadEvents,
 }
 
 impl AppState {

@@ -144,7 +144,7 @@ impl ProviderClient {
             request = request.add_extra_param(k.clone(), v.clone());
         }
         let call = self.outbound.call();
-        let result = request.request_async(&|r| call.send(r)).await;
+        let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
     }
 
@@ -162,7 +162,7 @@ impl ProviderClient {
             request = request.add_extra_param(k.clone(), v.clone());
         }
         let call = self.outbound.call();
-        let result = request.request_async(&|r| call.send(r)).await;
+        let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
     }
 
@@ -180,7 +180,7 @@ impl ProviderClient {
             request = request.add_extra_param(k.clone(), v.clone());
         }
         let call = self.outbound.call();
-        let result = request.request_async(&|r| call.send(r)).await;
+        let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
     }
 }

@@ -279,6 +279,23 @@ impl Call<'_> {
     }
 }
 
+/// The client oauth2 calls; boxing the future keeps it `Send` for every lifetime (a
+/// closure here would not be, and the refresh future is shared across tasks).
+impl<'c> oauth2::AsyncHttpClient<'c> for Call<'_> {
+    type Error = TransportError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, TransportError>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
+}
+
 async fn into_oauth2_response(
     response: reqwest::Response,
 ) -> Result<oauth2::HttpResponse, TransportError> {

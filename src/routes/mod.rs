@@ -3,10 +3,13 @@
 
 pub mod callback;
 pub mod connections;
+pub mod credentials;
 pub mod extract;
 pub mod flows;
 pub mod keys;
 pub mod ops;
+pub mod refresh;
+pub mod workflows;
 
 use actix_web::web;
 
@@ -28,6 +31,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(flows::refresh)
                 .service(callback::callback_get)
                 .service(callback::callback_post)
+                .service(credentials::get_credentials)
+                // `disabled` before `{workflow_id}` routes that could match it.
+                .service(workflows::disabled)
+                .service(workflows::register)
+                .service(workflows::list)
+                .service(workflows::remove)
+                .service(workflows::enable)
+                .service(refresh::status)
+                .service(refresh::run)
                 .service(keys::create)
                 .service(keys::list)
                 .service(keys::revoke),

@@ -51,6 +51,19 @@ pub async fn acquire(
         }),
     };
     let now = state.clock.now();
+    if let Err(ProviderError::Permanent { code, .. }) = &result
+        && code == "invalid_grant"
+        && secrets.refresh_token.is_some()
+    {
+        // Another replica (or an earlier request) may have rotated the refresh token
+        // after we read it: then the grant is fine and the stored row is the answer.
+        if let Some(current) = state.store.get_connection_by_id(&conn.id).await?
+            && current.sealed.refresh_token != conn.sealed.refresh_token
+        {
+            tracing::info!(org = %conn.org_id, connection = %conn.name, "invalid_grant after a rotation by someone else; using their tokens");
+            return Ok(current);
+        }
+    }
     match result {
         Ok(tokens) => Ok(record_tokens(
             state,
@@ -133,9 +146,46 @@ pub async fn record_tokens(
             .unwrap_or(SecretWrite::Keep),
         ..SecretWrites::default()
     };
-    let saved = state.store.save_connection(&next, secrets, events).await?;
-    tracing::info!(org = %saved.org_id, connection = %saved.name, kind = %kind, "tokens stored");
-    Ok(saved)
+    let mut attempt = 0;
+    loop {
+        match state
+            .store
+            .save_connection(&next, secrets.clone(), events.clone())
+            .await
+        {
+            Ok(saved) => {
+                tracing::info!(org = %saved.org_id, connection = %saved.name, kind = %kind, "tokens stored");
+                return Ok(saved);
+            }
+            // Someone edited the row while we talked to the provider. If the grant is
+            // unchanged (an unrelated edit), put the new tokens on the fresh row: a
+            // rotated refresh token must not be lost. If the grant changed, the edit
+            // discarded these tokens on purpose.
+            Err(StoreError::Stale) if attempt < 3 => {
+                attempt += 1;
+                let Some(fresh) = state.store.get_connection_by_id(&conn.id).await? else {
+                    return Err(StoreError::Stale);
+                };
+                if fresh.config != conn.config
+                    || fresh.sealed.refresh_token != conn.sealed.refresh_token
+                {
+                    return Err(StoreError::Stale);
+                }
+                let mut rebased = fresh.clone();
+                rebased.token_type = next.token_type.clone();
+                rebased.token_expires_at = next.token_expires_at;
+                rebased.token_scopes = next.token_scopes.clone();
+                rebased.last_refresh_at = next.last_refresh_at;
+                rebased.refresh_failures = 0;
+                rebased.next_refresh_attempt_at = None;
+                rebased.status = next.status;
+                rebased.status_message = None;
+                rebased.updated_at = now;
+                next = rebased;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Permanent failures set `failed` and stop refreshing until someone acts; transient

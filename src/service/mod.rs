@@ -4,5 +4,6 @@
 
 pub mod authorization;
 pub mod connections;
+pub mod credentials;
 pub mod grants;
 pub mod keys;

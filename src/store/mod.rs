@@ -132,13 +132,70 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_events(&self, connection_id: &str, limit: i64) -> StoreResult<Vec<Event>>;
 
+    // --- credentials and refreshing -------------------------------------------------
+    /// The connection `name` of `org`, else of GLOBAL: one query.
+    async fn find_for_credentials(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+    ) -> StoreResult<Option<Connection>>;
+    /// Takes the refresh lease of a connection if nobody holds a live one. The lease
+    /// makes one replica the only one calling the provider for this grant.
+    async fn try_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+    /// A page of connections the refresher should renew, ordered by id after `after_id`.
+    async fn due_connections(
+        &self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        after_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<Connection>>;
+    async fn insert_refresh_run(&self, run: &RefreshRun) -> StoreResult<()>;
+    async fn finish_refresh_run(&self, run: &RefreshRun) -> StoreResult<()>;
+    /// The newest finished run, and the newest unfinished run started after `since`.
+    async fn latest_refresh_runs(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<(Option<RefreshRun>, Option<RefreshRun>)>;
+
     // --- workflows -----------------------------------------------------------------
-    /// Ids of workflows depending on the connection, sorted.
+    /// Ids of workflows whose dependency on `name` resolves to the connection of `org`
+    /// (their own org's, or GLOBAL's when their org has none of that name), sorted.
     async fn dependent_workflows(
         &self,
         org: &OrgId,
         name: &ConnectionName,
     ) -> StoreResult<Vec<String>>;
+    /// Registers or updates a dependency.
+    async fn upsert_dependency(&self, dep: &Dependency) -> StoreResult<()>;
+    async fn list_dependencies(
+        &self,
+        workflow_id: &str,
+        org: &OrgId,
+    ) -> StoreResult<Vec<Dependency>>;
+    async fn delete_dependency(
+        &self,
+        workflow_id: &str,
+        org: &OrgId,
+        name: &ConnectionName,
+    ) -> StoreResult<bool>;
+    async fn touch_dependency(
+        &self,
+        workflow_id: &str,
+        org: &OrgId,
+        name: &ConnectionName,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
+    async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>>;
+    async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
 
     // --- api keys ------------------------------------------------------------------
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;

@@ -47,6 +47,15 @@ impl Dialect for sqlx::Postgres {
     const BEGIN_WRITE: &'static str = "begin";
 }
 
+/// Dependencies (`d`) that resolve to the connection `$2` of org `$1`: the workflow's own
+/// org, or GLOBAL when the workflow's org has no connection of that name.
+macro_rules! resolves_to {
+    () => {
+        "d.connection_name = $2 and (d.org_id = $1 or ($1 = 'GLOBAL' and not exists \
+         (select 1 from connections c where c.org_id = d.org_id and c.name = d.connection_name)))"
+    };
+}
+
 macro_rules! connection_columns {
     () => {
         "id, org_id, name, flow_type, client_id, client_secret_sealed, authorization_url, \
@@ -208,6 +217,37 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             created_by: r.created_by,
             revoked_at: r.revoked_at.map(from_ms),
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RunRow {
+    id: String,
+    trigger: String,
+    owner: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    considered: i64,
+    refreshed: i64,
+    failed: i64,
+    skipped: i64,
+    errors: String,
+}
+
+impl From<RunRow> for RefreshRun {
+    fn from(r: RunRow) -> Self {
+        RefreshRun {
+            id: r.id,
+            trigger: r.trigger,
+            owner: r.owner,
+            started_at: from_ms(r.started_at),
+            finished_at: r.finished_at.map(from_ms),
+            considered: r.considered,
+            refreshed: r.refreshed,
+            failed: r.failed,
+            skipped: r.skipped,
+            errors: serde_json::from_str(&r.errors).unwrap_or_default(),
+        }
     }
 }
 
@@ -590,12 +630,14 @@ macro_rules! impl_store {
                 if disable_workflows {
                     // One row per dependent workflow; an already disabled one keeps its
                     // first reason.
-                    sqlx::query(
+                    sqlx::query(concat!(
                         "insert into disabled_workflows \
                          (workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection) \
                          select workflow_id, org_id, $3, $4, connection_name \
-                         from workflow_dependencies where org_id = $1 and connection_name = $2 \
-                         on conflict (workflow_id, org_id) do nothing",
+                         from workflow_dependencies d where ",
+                        resolves_to!(),
+                        " on conflict (workflow_id, org_id) do nothing"
+                    ),
                     )
                     .bind(conn.org_id.as_str())
                     .bind(conn.name.as_str())
@@ -604,7 +646,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query("delete from workflow_dependencies where org_id = $1 and connection_name = $2")
+                sqlx::query(concat!("delete from workflow_dependencies as d where ", resolves_to!()))
                     .bind(conn.org_id.as_str())
                     .bind(conn.name.as_str())
                     .execute(&mut *tx)
@@ -652,15 +694,257 @@ macro_rules! impl_store {
                 org: &OrgId,
                 name: &ConnectionName,
             ) -> StoreResult<Vec<String>> {
-                let rows: Vec<(String,)> = sqlx::query_as(
-                    "select workflow_id from workflow_dependencies \
-                     where org_id = $1 and connection_name = $2 order by workflow_id",
-                )
+                let rows: Vec<(String,)> = sqlx::query_as(concat!(
+                    "select distinct workflow_id from workflow_dependencies d where ",
+                    resolves_to!(),
+                    " order by workflow_id"
+                ))
                 .bind(org.as_str())
                 .bind(name.as_str())
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(|(w,)| w).collect())
+            }
+
+            async fn find_for_credentials(
+                &self,
+                org: &OrgId,
+                name: &ConnectionName,
+            ) -> StoreResult<Option<Connection>> {
+                // One round trip: the org's own connection sorts before GLOBAL's.
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where name = $1 and (org_id = $2 or org_id = 'GLOBAL') \
+                     order by case when org_id = $2 then 0 else 1 end limit 1"
+                ))
+                .bind(name.as_str())
+                .bind(org.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(Connection::try_from).transpose()
+            }
+
+            async fn try_lease(
+                &self,
+                id: &str,
+                owner: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update connections set lease_owner = $2, lease_until = $4 \
+                     where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2)",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(to_ms(now))
+                .bind(to_ms(until))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "update connections set lease_owner = null, lease_until = null \
+                     where id = $1 and lease_owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn due_connections(
+                &self,
+                due_before: DateTime<Utc>,
+                now: DateTime<Utc>,
+                after_id: &str,
+                limit: i64,
+            ) -> StoreResult<Vec<Connection>> {
+                let rows: Vec<ConnectionRow> = sqlx::query_as(concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where status = 'completed' \
+                     and flow_type in ('client_credentials', 'refresh_token', 'authorization_code') \
+                     and (token_expires_at is null or token_expires_at < $1) \
+                     and (next_refresh_attempt_at is null or next_refresh_attempt_at <= $2) \
+                     and id > $3 order by id limit $4"
+                ))
+                .bind(to_ms(due_before))
+                .bind(to_ms(now))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(Connection::try_from).collect()
+            }
+
+            async fn insert_refresh_run(&self, run: &RefreshRun) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into refresh_runs (id, trigger, owner, started_at) values ($1, $2, $3, $4)",
+                )
+                .bind(&run.id)
+                .bind(&run.trigger)
+                .bind(&run.owner)
+                .bind(to_ms(run.started_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn finish_refresh_run(&self, run: &RefreshRun) -> StoreResult<()> {
+                sqlx::query(
+                    "update refresh_runs set finished_at = $2, considered = $3, refreshed = $4, \
+                     failed = $5, skipped = $6, errors = $7 where id = $1",
+                )
+                .bind(&run.id)
+                .bind(run.finished_at.map(to_ms))
+                .bind(run.considered)
+                .bind(run.refreshed)
+                .bind(run.failed)
+                .bind(run.skipped)
+                .bind(to_json(&run.errors))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn latest_refresh_runs(
+                &self,
+                since: DateTime<Utc>,
+            ) -> StoreResult<(Option<RefreshRun>, Option<RefreshRun>)> {
+                let last: Option<RunRow> = sqlx::query_as(
+                    "select id, trigger, owner, started_at, finished_at, considered, refreshed, failed, \
+                     skipped, errors from refresh_runs where finished_at is not null \
+                     order by started_at desc limit 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                let running: Option<RunRow> = sqlx::query_as(
+                    "select id, trigger, owner, started_at, finished_at, considered, refreshed, failed, \
+                     skipped, errors from refresh_runs where finished_at is null and started_at > $1 \
+                     order by started_at desc limit 1",
+                )
+                .bind(to_ms(since))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok((last.map(RefreshRun::from), running.map(RefreshRun::from)))
+            }
+
+            async fn upsert_dependency(&self, dep: &Dependency) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into workflow_dependencies (workflow_id, org_id, connection_name, workflow_name, registered_at) \
+                     values ($1, $2, $3, $4, $5) on conflict (workflow_id, org_id, connection_name) \
+                     do update set workflow_name = excluded.workflow_name",
+                )
+                .bind(&dep.workflow_id)
+                .bind(dep.org_id.as_str())
+                .bind(dep.connection_name.as_str())
+                .bind(&dep.workflow_name)
+                .bind(to_ms(dep.registered_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_dependencies(&self, workflow_id: &str, org: &OrgId) -> StoreResult<Vec<Dependency>> {
+                let rows: Vec<(String, String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+                    "select workflow_id, org_id, connection_name, workflow_name, registered_at, last_accessed_at \
+                     from workflow_dependencies where workflow_id = $1 and org_id = $2 order by connection_name",
+                )
+                .bind(workflow_id)
+                .bind(org.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(workflow_id, org_id, name, workflow_name, registered_at, last_accessed_at)| {
+                        Ok(Dependency {
+                            workflow_id,
+                            org_id: OrgId::parse(&org_id).map_err(|_| StoreError::Corrupt("dependency org".into()))?,
+                            connection_name: ConnectionName::parse(&name)
+                                .map_err(|_| StoreError::Corrupt("dependency name".into()))?,
+                            workflow_name,
+                            registered_at: from_ms(registered_at),
+                            last_accessed_at: last_accessed_at.map(from_ms),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_dependency(&self, workflow_id: &str, org: &OrgId, name: &ConnectionName) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "delete from workflow_dependencies where workflow_id = $1 and org_id = $2 and connection_name = $3",
+                )
+                .bind(workflow_id)
+                .bind(org.as_str())
+                .bind(name.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn touch_dependency(
+                &self,
+                workflow_id: &str,
+                org: &OrgId,
+                name: &ConnectionName,
+                now: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "update workflow_dependencies set last_accessed_at = $4 \
+                     where workflow_id = $1 and org_id = $2 and connection_name = $3",
+                )
+                .bind(workflow_id)
+                .bind(org.as_str())
+                .bind(name.as_str())
+                .bind(to_ms(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "select 1 from disabled_workflows where workflow_id = $1 and org_id = $2",
+                )
+                .bind(workflow_id)
+                .bind(org.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.is_some())
+            }
+
+            async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>> {
+                let rows: Vec<(String, String, String, i64, Option<String>)> = sqlx::query_as(
+                    "select workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection \
+                     from disabled_workflows where org_id = $1 order by disabled_at, workflow_id",
+                )
+                .bind(org.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection)| {
+                        Ok(DisabledWorkflow {
+                            workflow_id,
+                            org_id: OrgId::parse(&org_id).map_err(|_| StoreError::Corrupt("disabled org".into()))?,
+                            disabled_reason,
+                            disabled_at: from_ms(disabled_at),
+                            related_oauth_connection,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool> {
+                let done = sqlx::query("delete from disabled_workflows where workflow_id = $1 and org_id = $2")
+                    .bind(workflow_id)
+                    .bind(org.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey> {

@@ -57,7 +57,7 @@ pub struct NewConnection {
 }
 
 /// What happens to one sealed column on save.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub enum SecretWrite {
     #[default]
     Keep,
@@ -66,7 +66,7 @@ pub enum SecretWrite {
 }
 
 /// Secret writes of one save; `Keep` for every field by default.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct SecretWrites {
     pub client_secret: SecretWrite,
     pub access_token: SecretWrite,
@@ -287,4 +287,49 @@ pub struct PendingAuthorization {
     pub redirect_uri: String,
     pub return_to: Option<String>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// One error of a refresher run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RunError {
+    pub org_id: String,
+    pub connection_name: String,
+    pub message: String,
+}
+
+/// A refresher run, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshRun {
+    pub id: String,
+    pub trigger: String,
+    /// The replica that ran it.
+    pub owner: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub considered: i64,
+    pub refreshed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub errors: Vec<RunError>,
+}
+
+/// A workflow's declared use of a connection; `org_id` is the workflow's org (the
+/// connection may be served from GLOBAL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dependency {
+    pub workflow_id: String,
+    pub org_id: OrgId,
+    pub connection_name: ConnectionName,
+    pub workflow_name: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub last_accessed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisabledWorkflow {
+    pub workflow_id: String,
+    pub org_id: OrgId,
+    pub disabled_reason: String,
+    pub disabled_at: DateTime<Utc>,
+    pub related_oauth_connection: Option<String>,
 }

@@ -9,7 +9,7 @@ use crate::on_both_backends;
 on_both_backends! {
     async fn a_created_connection_can_be_read_back_without_secrets(app) {
         let created = app
-            .create_connection(Some("acme"), &client_credentials_body("graph", "https://login.example.com/token"))
+            .create_connection(Some("acme"), &auth_code_connection_body("graph"))
             .await;
         assert_eq!(created["connection_name"], "graph");
         assert_eq!(created["org_id"], "acme");
@@ -28,7 +28,7 @@ on_both_backends! {
     }
 
     async fn a_duplicate_name_in_one_org_is_a_conflict_and_changes_nothing(app) {
-        let body = client_credentials_body("graph", "https://login.example.com/token");
+        let body = auth_code_connection_body("graph");
         app.create_connection(Some("acme"), &body).await;
         let before = app.db.snapshot().await;
         let res = app.admin(Method::POST, "/api/oauth/connections", Some("acme")).json(&body).send().await.unwrap();
@@ -42,7 +42,7 @@ on_both_backends! {
     }
 
     async fn a_credential_changing_edit_resets_the_connection(app) {
-        app.create_connection(None, &client_credentials_body("svc", "https://login.example.com/token")).await;
+        app.create_connection(None, &auth_code_connection_body("svc")).await;
         let res = app
             .admin(Method::PATCH, "/api/oauth/connections/svc", None)
             .json(&json!({"test_url": "https://api.example.com/me"}))
@@ -68,7 +68,7 @@ on_both_backends! {
     }
 
     async fn deleting_a_connection_removes_it_and_keeps_its_audit_trail(app) {
-        app.create_connection(None, &client_credentials_body("gone", "https://login.example.com/token")).await;
+        app.create_connection(None, &auth_code_connection_body("gone")).await;
         let res = app.admin(Method::DELETE, "/api/oauth/connections/gone", None).send().await.unwrap();
         assert_eq!(res.status(), 204);
         let res = app.admin(Method::GET, "/api/oauth/connections/gone", None).send().await.unwrap();

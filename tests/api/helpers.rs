@@ -238,6 +238,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
         // Scripted hangs and retries stay fast.
         provider_timeout_ms: 700,
         provider_retry_base_ms: 10,
+        // Tests run the refresher themselves, on the movable clock.
+        refresher_enabled: false,
         ..Settings::default()
     }
 }
@@ -338,7 +340,22 @@ impl TestApp {
     }
 }
 
-/// A valid client-credentials connection body pointing at `token_url`.
+/// A valid authorization-code connection body: creating it calls no provider, so it
+/// suits tests of connection management itself.
+pub fn auth_code_connection_body(name: &str) -> Value {
+    json!({
+        "connection_name": name,
+        "oauth_flow_type": "authorization_code",
+        "client_id": "client-1",
+        "client_secret": "secret-1",
+        "authorization_url": "https://login.example.com/authorize",
+        "token_url": "https://login.example.com/token",
+        "scopes": ["read", "write"],
+    })
+}
+
+/// A valid client-credentials connection body pointing at `token_url` (creating it
+/// fetches a token from there at once).
 pub fn client_credentials_body(name: &str, token_url: &str) -> Value {
     json!({
         "connection_name": name,

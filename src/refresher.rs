@@ -1,0 +1,194 @@
+//! The refresher: on a cron schedule (default every 30 minutes) and once shortly after
+//! start, renew every renewable connection of every org whose token expires within the
+//! threshold (default 4 hours) or whose expiry is unknown. It pages through connections
+//! (memory stays flat), calls providers with bounded concurrency, and uses the same
+//! single flight and leases as the credentials endpoint, so it never races a caller or
+//! another replica.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::service::credentials::{Unavailable, single_flight};
+use crate::state::AppState;
+use crate::store::{RefreshRun, RunError};
+
+const PAGE_SIZE: i64 = 500;
+const MAX_RECORDED_ERRORS: usize = 100;
+/// A connection refreshed this recently (by anyone) is not refreshed again by a run:
+/// with several replicas each due connection is refreshed once per cycle.
+const RECENTLY_REFRESHED_MINUTES: i64 = 5;
+
+#[derive(Default)]
+pub struct Refresher {
+    running: AtomicBool,
+    current: Mutex<Option<RefreshRun>>,
+    schedule: Mutex<Option<(JobScheduler, uuid::Uuid)>>,
+}
+
+/// Holds the "a run is in progress" flag of this process; clears it when dropped.
+pub struct RunGuard(Arc<AppState>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let refresher = &self.0.refresher;
+        *refresher.current.lock().expect("refresher lock") = None;
+        refresher.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `None` when a run is already in progress in this process.
+pub fn try_begin(state: &Arc<AppState>) -> Option<RunGuard> {
+    state
+        .refresher
+        .running
+        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+        .ok()
+        .map(|_| RunGuard(state.clone()))
+}
+
+impl Refresher {
+    pub fn current(&self) -> Option<RefreshRun> {
+        self.current.lock().expect("refresher lock").clone()
+    }
+
+    pub async fn next_run_at(&self) -> Option<DateTime<Utc>> {
+        let schedule = self.schedule.lock().expect("refresher lock").clone();
+        let (mut scheduler, id) = schedule?;
+        scheduler.next_tick_for_job(id).await.ok().flatten()
+    }
+}
+
+/// Starts a run if none is in progress here; `None` if one is.
+pub async fn run(state: Arc<AppState>, trigger: &str) -> Option<RefreshRun> {
+    let guard = try_begin(&state)?;
+    Some(run_with(guard, trigger).await)
+}
+
+/// The run itself, for a caller that already holds the guard.
+pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
+    let state = &guard.0;
+    let started = state.clock.now();
+    let mut run = RefreshRun {
+        id: uuid::Uuid::new_v4().to_string(),
+        trigger: trigger.to_owned(),
+        owner: state.replica_id.clone(),
+        started_at: started,
+        finished_at: None,
+        considered: 0,
+        refreshed: 0,
+        failed: 0,
+        skipped: 0,
+        errors: Vec::new(),
+    };
+    if let Err(e) = state.store.insert_refresh_run(&run).await {
+        tracing::error!(error = %e, "could not record the start of a refresher run");
+    }
+    *state.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+    if let Err(e) = state.store.purge_expired_pending(started).await {
+        tracing::warn!(error = %e, "could not purge expired pending authorizations");
+    }
+
+    let threshold = Duration::seconds(state.settings.refresh_threshold_seconds as i64);
+    let since = started - Duration::minutes(RECENTLY_REFRESHED_MINUTES);
+    let concurrency = state.settings.refresh_concurrency.max(1);
+    let mut after = String::new();
+    loop {
+        let page = match state
+            .store
+            .due_connections(started + threshold, started, &after, PAGE_SIZE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "refresher could not read due connections");
+                run.errors.push(RunError {
+                    org_id: "-".into(),
+                    connection_name: "-".into(),
+                    message: "the database could not be read; the run stopped early".into(),
+                });
+                break;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        run.considered += page.len() as i64;
+        let mut results = futures::stream::iter(page)
+            .map(|conn| async move {
+                let outcome =
+                    single_flight(state, &conn.id, threshold, Some(since), "refresher").await;
+                (conn, outcome)
+            })
+            .buffer_unordered(concurrency);
+        while let Some((conn, outcome)) = results.next().await {
+            match outcome {
+                Ok(fresh) if fresh.last_refresh_at != conn.last_refresh_at => run.refreshed += 1,
+                Ok(_) | Err(Unavailable::Busy) => run.skipped += 1,
+                Err(Unavailable::Status { message, .. }) => {
+                    run.failed += 1;
+                    record_error(&mut run, &conn, message.unwrap_or_default());
+                }
+                Err(Unavailable::Internal(message)) => {
+                    run.failed += 1;
+                    record_error(&mut run, &conn, message);
+                }
+            }
+        }
+        *state.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+    }
+    run.finished_at = Some(state.clock.now());
+    if let Err(e) = state.store.finish_refresh_run(&run).await {
+        tracing::error!(error = %e, "could not record the end of a refresher run");
+    }
+    tracing::info!(
+        trigger,
+        considered = run.considered,
+        refreshed = run.refreshed,
+        failed = run.failed,
+        skipped = run.skipped,
+        "refresher run finished"
+    );
+    run
+}
+
+fn record_error(run: &mut RefreshRun, conn: &crate::store::Connection, message: String) {
+    if run.errors.len() < MAX_RECORDED_ERRORS {
+        run.errors.push(RunError {
+            org_id: conn.org_id.to_string(),
+            connection_name: conn.name.to_string(),
+            message,
+        });
+    }
+}
+
+/// Schedules runs on the configured cron and one `startup` run after `delay`.
+pub async fn schedule(
+    state: Arc<AppState>,
+    delay: std::time::Duration,
+) -> anyhow::Result<JobScheduler> {
+    let scheduler = JobScheduler::new().await?;
+    let job_state = state.clone();
+    let job = Job::new_async(state.settings.refresh_cron.as_str(), move |_, _| {
+        let state = job_state.clone();
+        Box::pin(async move {
+            // Ticks overlap when a run outlasts the interval; the guard skips them.
+            if run(state, "schedule").await.is_none() {
+                tracing::warn!("a refresher run is still in progress; this tick is skipped");
+            }
+        })
+    })
+    .map_err(|e| {
+        anyhow::anyhow!("OAUTH_BROKER_REFRESH_CRON is not a valid six-field cron expression: {e}")
+    })?;
+    let id = scheduler.add(job).await?;
+    scheduler.start().await?;
+    *state.refresher.schedule.lock().expect("refresher lock") = Some((scheduler.clone(), id));
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        run(state, "startup").await;
+    });
+    Ok(scheduler)
+}

@@ -1,0 +1,260 @@
+//! Fresh tokens on demand, one provider call however many callers: callers for one
+//! connection in this process share one refresh (single flight), and replicas sharing
+//! the database take a lease on the row before calling the provider, re-checking the
+//! row once they hold it (another replica may just have refreshed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, Utc};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use crate::domain::{ConnectionStatus, EventKind, FlowType};
+use crate::service::grants::{self, GrantError, has_fresh_token};
+use crate::state::AppState;
+use crate::store::Connection;
+
+/// How long a lease protects a refresh: longer than the provider call can take.
+pub const LEASE_SECONDS: i64 = 60;
+/// How long a caller waits for another replica's refresh before answering `busy`.
+pub const WAIT_FOR_OTHER_REPLICA: StdDuration = StdDuration::from_secs(15);
+const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
+
+/// Why no token could be given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unavailable {
+    /// The connection cannot give a token now (`connection_unavailable`).
+    Status {
+        status: ConnectionStatus,
+        message: Option<String>,
+    },
+    /// Another replica holds the refresh and did not finish in time.
+    Busy,
+    /// A database failure (logged where it happened).
+    Internal(String),
+}
+
+type Outcome = Result<Arc<Connection>, Unavailable>;
+
+/// In-process single flight: one refresh per connection id at a time.
+#[derive(Default)]
+pub struct SingleFlight {
+    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, Outcome>>>>,
+}
+
+/// Whether this connection's grant can be renewed without a person.
+pub fn renewable(conn: &Connection) -> bool {
+    match conn.config.flow_type {
+        FlowType::ClientCredentials => true,
+        FlowType::AuthorizationCode | FlowType::RefreshToken => conn.has_refresh_token(),
+        FlowType::OnBehalfOf => false,
+    }
+}
+
+fn unavailable(conn: &Connection) -> Unavailable {
+    Unavailable::Status {
+        status: conn.status,
+        message: conn.status_message.clone().or_else(|| {
+            Some(match conn.status {
+                ConnectionStatus::NotConnected => {
+                    "the connection is not connected: authorize it".into()
+                }
+                ConnectionStatus::WaitingCallback => {
+                    "waiting for the authorization callback".into()
+                }
+                ConnectionStatus::Testing => "the connection is being tested".into(),
+                ConnectionStatus::Failed => "the connection failed".into(),
+                ConnectionStatus::Completed => "the token expired and could not be renewed".into(),
+            })
+        }),
+    }
+}
+
+/// Returns the connection with a token valid for `min_valid` more, refreshing it first
+/// if needed.
+pub async fn ensure_fresh(
+    state: Arc<AppState>,
+    conn: Connection,
+    min_valid: Duration,
+    actor: &'static str,
+) -> Outcome {
+    let now = state.clock.now();
+    if has_fresh_token(&conn, now, min_valid) {
+        return Ok(Arc::new(conn));
+    }
+    let still_valid = has_fresh_token(&conn, now, Duration::zero());
+    if conn.status != ConnectionStatus::Completed || !renewable(&conn) {
+        return Err(unavailable(&conn));
+    }
+    if conn.next_refresh_attempt_at.is_some_and(|at| at > now) {
+        // Cooling down after a transient failure: do not hammer a failing provider.
+        return if still_valid {
+            Ok(Arc::new(conn))
+        } else {
+            Err(Unavailable::Status {
+                status: conn.status,
+                message: Some(
+                    "the provider is failing; the next refresh attempt is after a short cooldown"
+                        .into(),
+                ),
+            })
+        };
+    }
+    let outcome = single_flight(&state, &conn.id, min_valid, None, actor).await;
+    match outcome {
+        Ok(fresh) if has_fresh_token(&fresh, state.clock.now(), Duration::zero()) => Ok(fresh),
+        Ok(fresh) => Err(unavailable(&fresh)),
+        // A transient failure while the old token is still valid: serve it.
+        Err(Unavailable::Status { .. }) | Err(Unavailable::Busy) if still_valid => {
+            Ok(Arc::new(conn))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Joins (or leads) the refresh of connection `id`.
+pub async fn single_flight(
+    state: &Arc<AppState>,
+    id: &str,
+    min_valid: Duration,
+    refreshed_since: Option<DateTime<Utc>>,
+    actor: &'static str,
+) -> Outcome {
+    let future = {
+        let mut inflight = state.refreshes.inflight.lock().expect("single flight lock");
+        if let Some(existing) = inflight.get(id) {
+            existing.clone()
+        } else {
+            let state2 = state.clone();
+            let id2 = id.to_owned();
+            let future = async move {
+                let outcome =
+                    refresh_with_lease(&state2, &id2, min_valid, refreshed_since, actor).await;
+                state2
+                    .refreshes
+                    .inflight
+                    .lock()
+                    .expect("single flight lock")
+                    .remove(&id2);
+                outcome
+            }
+            .boxed()
+            .shared();
+            inflight.insert(id.to_owned(), future.clone());
+            future
+        }
+    };
+    future.await
+}
+
+fn done_already(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    min_valid: Duration,
+    since: Option<DateTime<Utc>>,
+) -> bool {
+    has_fresh_token(conn, now, min_valid)
+        || since.is_some_and(|s| {
+            conn.last_refresh_at.is_some_and(|at| at >= s)
+                && has_fresh_token(conn, now, Duration::zero())
+        })
+}
+
+/// Takes the row's lease, re-checks, refreshes, releases; or waits for the replica that
+/// holds the lease, up to `WAIT_FOR_OTHER_REPLICA`.
+async fn refresh_with_lease(
+    state: &Arc<AppState>,
+    id: &str,
+    min_valid: Duration,
+    refreshed_since: Option<DateTime<Utc>>,
+    actor: &'static str,
+) -> Outcome {
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "store failure during a refresh");
+        Unavailable::Internal(e.to_string())
+    };
+    let owner = format!("{}:{}", state.replica_id, uuid::Uuid::new_v4().simple());
+    let deadline = Instant::now() + WAIT_FOR_OTHER_REPLICA;
+    loop {
+        let now = state.clock.now();
+        let leased = state
+            .store
+            .try_lease(id, &owner, now, now + Duration::seconds(LEASE_SECONDS))
+            .await
+            .map_err(internal)?;
+        if leased {
+            let result = refresh_holding_lease(state, id, min_valid, refreshed_since, actor).await;
+            if let Err(e) = state.store.release_lease(id, &owner).await {
+                // It expires by itself; nothing is stuck beyond LEASE_SECONDS.
+                tracing::warn!(error = %e, "could not release a refresh lease");
+            }
+            return result;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let Some(conn) = state
+            .store
+            .get_connection_by_id(id)
+            .await
+            .map_err(internal)?
+        else {
+            return Err(Unavailable::Status {
+                status: ConnectionStatus::NotConnected,
+                message: Some("the connection was deleted".into()),
+            });
+        };
+        if done_already(&conn, state.clock.now(), min_valid, refreshed_since) {
+            return Ok(Arc::new(conn));
+        }
+        if conn.status != ConnectionStatus::Completed {
+            return Err(unavailable(&conn));
+        }
+        if Instant::now() >= deadline {
+            return Err(Unavailable::Busy);
+        }
+    }
+}
+
+async fn refresh_holding_lease(
+    state: &Arc<AppState>,
+    id: &str,
+    min_valid: Duration,
+    refreshed_since: Option<DateTime<Utc>>,
+    actor: &'static str,
+) -> Outcome {
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "store failure during a refresh");
+        Unavailable::Internal(e.to_string())
+    };
+    // Re-read under the lease: another replica may have refreshed meanwhile.
+    let Some(conn) = state
+        .store
+        .get_connection_by_id(id)
+        .await
+        .map_err(internal)?
+    else {
+        return Err(Unavailable::Status {
+            status: ConnectionStatus::NotConnected,
+            message: Some("the connection was deleted".into()),
+        });
+    };
+    if done_already(&conn, state.clock.now(), min_valid, refreshed_since) {
+        return Ok(Arc::new(conn));
+    }
+    if conn.status != ConnectionStatus::Completed || !renewable(&conn) {
+        return Err(unavailable(&conn));
+    }
+    match grants::acquire(state, &conn, actor, EventKind::Refreshed).await {
+        Ok(fresh) => Ok(Arc::new(fresh)),
+        Err(GrantError::Provider(e)) => Err(Unavailable::Status {
+            status: if e.is_permanent() {
+                ConnectionStatus::Failed
+            } else {
+                conn.status
+            },
+            message: Some(e.to_string()),
+        }),
+        Err(GrantError::Store(e)) => Err(internal(e)),
+    }
+}
