@@ -1,6 +1,13 @@
 //! API tests: every scenario runs against SQLite and PostgreSQL (see `helpers.rs`).
 
 mod helpers;
+#[path = "../e2e/provider.rs"]
+mod provider;
 
+mod auth;
+mod bad_input;
 mod connections;
+mod e2e;
+mod flows;
 mod openapi;
+mod secrets;
