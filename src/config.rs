@@ -48,6 +48,8 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// HTTP worker threads; defaults to the number of cores.
     pub http_workers: Option<usize>,
+    /// Longest lifetime of an on-behalf-of session (default 90 days).
+    pub obo_session_max_lifetime_seconds: u64,
     /// Run the scheduled refresher in this process.
     pub refresher_enabled: bool,
     /// Delay of the refresher's run after start.
@@ -81,6 +83,7 @@ impl Default for Settings {
             provider_retry_base_ms: 250,
             refresher_enabled: true,
             refresh_startup_delay_seconds: 10,
+            obo_session_max_lifetime_seconds: 90 * 86_400,
         }
     }
 }
@@ -103,6 +106,7 @@ struct Defaults {
     provider_retry_base_ms: u64,
     refresher_enabled: bool,
     refresh_startup_delay_seconds: u64,
+    obo_session_max_lifetime_seconds: u64,
 }
 
 impl Settings {
@@ -124,6 +128,7 @@ impl Settings {
             provider_retry_base_ms: d.provider_retry_base_ms,
             refresher_enabled: d.refresher_enabled,
             refresh_startup_delay_seconds: d.refresh_startup_delay_seconds,
+            obo_session_max_lifetime_seconds: d.obo_session_max_lifetime_seconds,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Ok(path) = std::env::var("OAUTH_BROKER_CONFIG") {

@@ -28,6 +28,11 @@ pub enum ErrorCode {
     ProviderError,
     Busy,
     Internal,
+    AssertionInvalid,
+    OboRejected,
+    ClaimsChallenge,
+    OboMisconfigured,
+    Gone,
 }
 
 impl ErrorCode {
@@ -46,6 +51,11 @@ impl ErrorCode {
             Self::ProviderError => "provider_error",
             Self::Busy => "busy",
             Self::Internal => "internal",
+            Self::AssertionInvalid => "assertion_invalid",
+            Self::OboRejected => "obo_rejected",
+            Self::ClaimsChallenge => "claims_challenge",
+            Self::OboMisconfigured => "obo_misconfigured",
+            Self::Gone => "gone",
         }
     }
 }
@@ -72,6 +82,16 @@ pub struct Problem {
     /// Why the connection cannot give a token (`connection_unavailable` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
+    /// The claims the provider asks for (`claims_challenge` only): send them back as
+    /// `claims` once the user satisfied them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<String>,
+    /// The provider's own error code (`obo_misconfigured`), e.g. `AADSTS50013`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+    /// Quote this when asking about the failure: it is on the service's log line too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 /// Validation failures collected by field, so a caller sees all of them at once.
@@ -197,6 +217,18 @@ pub enum ApiError {
     Provider(String),
     #[error("busy (HTTP {}): {detail}", status.as_u16())]
     Busy { status: StatusCode, detail: String },
+    /// On-behalf-of failures (401 or 502, see `code`).
+    #[error("on-behalf-of: {detail}")]
+    Obo {
+        code: ErrorCode,
+        detail: String,
+        claims: Option<String>,
+        provider_code: Option<String>,
+        correlation_id: String,
+    },
+    /// A session that expired or was revoked.
+    #[error("gone: {0}")]
+    Gone(String),
     /// Anything unexpected: logged whole, answered generically.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -217,6 +249,8 @@ impl ApiError {
             Self::ConnectionUnavailable { .. } => ErrorCode::ConnectionUnavailable,
             Self::Provider(_) => ErrorCode::ProviderError,
             Self::Busy { .. } => ErrorCode::Busy,
+            Self::Obo { code, .. } => *code,
+            Self::Gone(_) => ErrorCode::Gone,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -238,6 +272,9 @@ impl ApiError {
             dependent_workflows: None,
             connection_status: None,
             status_message: None,
+            claims: None,
+            provider_code: None,
+            correlation_id: None,
         };
         problem.detail = match self {
             Self::Unauthorized(d)
@@ -247,6 +284,19 @@ impl ApiError {
             | Self::BadRequest(d) => d.clone(),
             Self::Provider(d) => d.clone(),
             Self::Busy { detail, .. } => detail.clone(),
+            Self::Gone(d) => d.clone(),
+            Self::Obo {
+                detail,
+                claims,
+                provider_code,
+                correlation_id,
+                ..
+            } => {
+                problem.claims = claims.clone();
+                problem.provider_code = provider_code.clone();
+                problem.correlation_id = Some(correlation_id.clone());
+                detail.clone()
+            }
             Self::DependentsExist { workflows } => {
                 problem.dependent_workflows = Some(workflows.clone());
                 format!(
@@ -292,6 +342,11 @@ impl ResponseError for ApiError {
             Self::ConnectionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Provider(_) => StatusCode::BAD_GATEWAY,
             Self::Busy { status, .. } => *status,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Obo { code, .. } => match code {
+                ErrorCode::OboMisconfigured | ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::UNAUTHORIZED,
+            },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -306,6 +361,19 @@ impl ResponseError for ApiError {
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if matches!(self, Self::Unauthorized(_)) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::Obo {
+            claims: Some(claims),
+            ..
+        } = self
+        {
+            // As Entra does: the claims JSON, base64-encoded, in a Bearer challenge.
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(claims.as_bytes());
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                format!("Bearer error=\"insufficient_claims\", claims=\"{encoded}\""),
+            ));
         }
         if let Self::RateLimited {
             retry_after_seconds,

@@ -5,7 +5,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{callback, connections, credentials, flows, keys, ops, refresh, workflows};
+use crate::routes::{
+    callback, connections, credentials, flows, keys, obo, ops, refresh, workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +29,11 @@ use crate::routes::{callback, connections, credentials, flows, keys, ops, refres
         callback::callback_get,
         callback::callback_post,
         credentials::get_credentials,
+        obo::exchange,
+        obo::create_session,
+        obo::list_sessions,
+        obo::session_credentials,
+        obo::revoke_session,
         workflows::register,
         workflows::list,
         workflows::remove,
@@ -47,6 +54,7 @@ use crate::routes::{callback, connections, credentials, flows, keys, ops, refres
         (name = "connections", description = "OAuth connections of an organization (admin)"),
         (name = "callback", description = "Where providers return the browser (no auth: the state is the credential)"),
         (name = "credentials", description = "Tokens for workflow code (workflow or admin keys)"),
+        (name = "on-behalf-of", description = "Token exchange on behalf of a user, and long-running sessions"),
         (name = "workflows", description = "Workflow dependencies on connections"),
         (name = "refresher", description = "The background refresher (admin of every org)"),
         (name = "keys", description = "API keys (admin of every org)"),

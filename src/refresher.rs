@@ -139,6 +139,17 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         }
         *state.refresher.current.lock().expect("refresher lock") = Some(run.clone());
     }
+    refresh_sessions(state, &mut run, started, threshold, concurrency).await;
+    // Keep expired and revoked sessions a day, so their owners see 410 rather than 404.
+    match state
+        .store
+        .purge_obo_sessions(started - Duration::days(1))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "purged expired and revoked obo sessions"),
+        Err(e) => tracing::warn!(error = %e, "could not purge obo sessions"),
+    }
     run.finished_at = Some(state.clock.now());
     if let Err(e) = state.store.finish_refresh_run(&run).await {
         tracing::error!(error = %e, "could not record the end of a refresher run");
@@ -154,14 +165,77 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
     run
 }
 
-fn record_error(run: &mut RefreshRun, conn: &crate::store::Connection, message: String) {
+/// Keeps long-running on-behalf-of sessions alive.
+async fn refresh_sessions(
+    state: &Arc<AppState>,
+    run: &mut RefreshRun,
+    started: DateTime<Utc>,
+    threshold: Duration,
+    concurrency: usize,
+) {
+    let mut after = String::new();
+    loop {
+        let page = match state
+            .store
+            .due_obo_sessions(started + threshold, started, &after, PAGE_SIZE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "refresher could not read due obo sessions");
+                break;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        run.considered += page.len() as i64;
+        let mut results = futures::stream::iter(page)
+            .map(|session| async move {
+                let outcome = crate::service::obo::refresh_session(state, &session.id).await;
+                (session, outcome)
+            })
+            .buffer_unordered(concurrency);
+        while let Some((session, outcome)) = results.next().await {
+            match outcome {
+                Ok(fresh) if fresh.token_expires_at != session.token_expires_at => {
+                    run.refreshed += 1
+                }
+                Ok(_) | Err(Unavailable::Busy) => run.skipped += 1,
+                Err(Unavailable::Status { message, .. }) => {
+                    run.failed += 1;
+                    push_error(
+                        run,
+                        session.org_id.as_str(),
+                        &format!("{} (obo session {})", session.connection_name, session.id),
+                        message.unwrap_or_default(),
+                    );
+                }
+                Err(Unavailable::Internal(message)) => {
+                    run.failed += 1;
+                    push_error(
+                        run,
+                        session.org_id.as_str(),
+                        &format!("{} (obo session {})", session.connection_name, session.id),
+                        message,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn push_error(run: &mut RefreshRun, org_id: &str, connection_name: &str, message: String) {
     if run.errors.len() < MAX_RECORDED_ERRORS {
         run.errors.push(RunError {
-            org_id: conn.org_id.to_string(),
-            connection_name: conn.name.to_string(),
+            org_id: org_id.to_owned(),
+            connection_name: connection_name.to_owned(),
             message,
         });
     }
+}
+
+fn record_error(run: &mut RefreshRun, conn: &crate::store::Connection, message: String) {
+    push_error(run, conn.org_id.as_str(), conn.name.as_str(), message);
 }
 
 /// Schedules runs on the configured cron and one `startup` run after `delay`.

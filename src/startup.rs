@@ -159,11 +159,11 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let address = listener.local_addr()?;
+        let outbound = Arc::new(crate::oauth::Outbound::new(settings.outbound()));
         let state = web::Data::new(AppState {
             public_base: settings.public_base(&address),
-            provider: crate::oauth::ProviderClient::new(Arc::new(crate::oauth::Outbound::new(
-                settings.outbound(),
-            ))),
+            provider: crate::oauth::ProviderClient::new(outbound.clone()),
+            obo: crate::service::obo::Obo::new(outbound),
             refreshes: Default::default(),
             replica_id: uuid::Uuid::new_v4().simple().to_string(),
             refresher: Default::default(),

@@ -18,7 +18,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub provider: crate::oauth::ProviderClient,
     /// In-process single flight of refreshes.
-    pub refreshes: crate::service::credentials::SingleFlight,
+    pub refreshes: crate::service::credentials::SingleFlight<crate::service::credentials::Outcome>,
+    /// On-behalf-of exchanges: JWKS, the token cache, session refreshes.
+    pub obo: crate::service::obo::Obo,
     /// This process, as a lease owner.
     pub replica_id: String,
     pub refresher: crate::refresher::Refresher,

@@ -3,10 +3,14 @@
 //! of their failures into permanent and transient.
 
 mod error;
+mod jwt;
+mod obo;
 mod outbound;
 mod token;
 
 pub use error::{ProviderError, sanitize};
+pub use jwt::{AssertionRules, JwksCache, JwtError, downstream_resources, unverified_audiences};
+pub use obo::{OboError, OboExchange};
 pub use outbound::{Outbound, OutboundConfig};
 pub use token::{LenientTokenResponse, TokenSet};
 
@@ -173,9 +177,23 @@ impl ProviderClient {
         secrets: &ConnectionSecrets,
         refresh_token: &SecretString,
     ) -> Result<TokenSet, ProviderError> {
+        self.refresh_with_scopes(conn, secrets, refresh_token, &[])
+            .await
+    }
+
+    /// RFC 6749 6, asking for `scopes` (Entra's v2 endpoint wants them on every refresh).
+    pub async fn refresh_with_scopes(
+        &self,
+        conn: &Connection,
+        secrets: &ConnectionSecrets,
+        refresh_token: &SecretString,
+        scopes: &[String],
+    ) -> Result<TokenSet, ProviderError> {
         let client = Self::client(conn, secrets, None)?;
         let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let mut request = client.exchange_refresh_token(&token);
+        let mut request = client
+            .exchange_refresh_token(&token)
+            .add_scopes(scopes.iter().cloned().map(Scope::new));
         for (k, v) in &conn.config.extra_token_params {
             request = request.add_extra_param(k.clone(), v.clone());
         }

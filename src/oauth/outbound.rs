@@ -167,6 +167,31 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// GET a JSON document (a JWKS), one attempt, bounded by the test timeout.
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, TransportError> {
+        let url = reqwest::Url::parse(url).map_err(|e| TransportError(format!("bad URL: {e}")))?;
+        self.check_literal(&url)?;
+        let response = self
+            .client
+            .get(url)
+            .timeout(self.config.test_timeout)
+            .send()
+            .await
+            .map_err(describe)?;
+        if !response.status().is_success() {
+            return Err(TransportError(format!(
+                "HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        response
+            .json()
+            .await
+            .map_err(|_| TransportError("the reply is not JSON".into()))
+    }
+}
+
 fn describe(e: reqwest::Error) -> TransportError {
     // reqwest's Display includes the URL, which carries no secret (query strings of
     // token endpoints are not ours to fill), but keep it short and without the chain.

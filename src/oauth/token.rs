@@ -103,6 +103,10 @@ impl TokenSet {
         call: &Call,
     ) -> Result<Self, ProviderError> {
         let response = result.map_err(|e| ProviderError::classify(e, call))?;
+        Self::from_response(response)
+    }
+
+    pub(super) fn from_response(response: LenientTokenResponse) -> Result<Self, ProviderError> {
         if response.access_token.secret().is_empty() {
             return Err(ProviderError::Transient {
                 reason: "the token response has an empty access_token".into(),

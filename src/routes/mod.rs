@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod extract;
 pub mod flows;
 pub mod keys;
+pub mod obo;
 pub mod ops;
 pub mod refresh;
 pub mod workflows;
@@ -32,6 +33,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(callback::callback_get)
                 .service(callback::callback_post)
                 .service(credentials::get_credentials)
+                .service(obo::exchange)
+                .service(obo::create_session)
+                .service(obo::list_sessions)
+                .service(obo::session_credentials)
+                .service(obo::revoke_session)
                 // `disabled` before `{workflow_id}` routes that could match it.
                 .service(workflows::disabled)
                 .service(workflows::register)

@@ -143,6 +143,22 @@ pub async fn create(
         )
         .await?;
     tracing::info!(org = %conn.org_id, connection = %conn.name, flow = %conn.config.flow_type, "connection created");
+    if conn.config.flow_type == FlowType::OnBehalfOf {
+        // It holds no token of its own: usable as soon as it is validly configured.
+        let mut next = conn.clone();
+        next.status = ConnectionStatus::Completed;
+        let event = super::grants::status_event(
+            &conn,
+            ConnectionStatus::Completed,
+            actor,
+            conn.created_at,
+            None,
+        );
+        return Ok(state
+            .store
+            .save_connection(&next, SecretWrites::default(), vec![event])
+            .await?);
+    }
     // Grants that need no browser are redeemed at once; a provider failure still
     // creates the connection, `failed` with the provider's reason.
     if matches!(
@@ -313,6 +329,11 @@ pub async fn update(
         }
         next.status = ConnectionStatus::NotConnected;
         next.status_message = Some("credentials changed; needs reconnection".into());
+        if next.config.flow_type == FlowType::OnBehalfOf {
+            // Nothing to reconnect: it exchanges per request.
+            next.status = ConnectionStatus::Completed;
+            next.status_message = None;
+        }
     }
     next.updated_at = now;
     Ok(state.store.save_connection(&next, secrets, events).await?)

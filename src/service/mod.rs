@@ -7,3 +7,4 @@ pub mod connections;
 pub mod credentials;
 pub mod grants;
 pub mod keys;
+pub mod obo;

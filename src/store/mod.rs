@@ -197,6 +197,45 @@ pub trait Store: Send + Sync + 'static {
     async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>>;
     async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
 
+    // --- on-behalf-of sessions -------------------------------------------------------
+    /// Inserts a session; `session.sealed` is ignored, the tokens are sealed here.
+    async fn insert_obo_session(
+        &self,
+        session: &OboSession,
+        access_token: &SecretString,
+        refresh_token: &SecretString,
+    ) -> StoreResult<()>;
+    async fn get_obo_session(&self, id: &str) -> StoreResult<Option<OboSession>>;
+    async fn list_obo_sessions(
+        &self,
+        org: &OrgId,
+        connection_name: Option<&ConnectionName>,
+    ) -> StoreResult<Vec<OboSession>>;
+    /// Writes status, tokens and times if the version is current (`Stale` otherwise).
+    async fn save_obo_session(
+        &self,
+        session: &OboSession,
+        secrets: SecretWrites,
+    ) -> StoreResult<OboSession>;
+    async fn try_lease_obo_session(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    async fn release_obo_session_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+    /// Active, unexpired sessions whose token expires before `due_before`, by id after `after_id`.
+    async fn due_obo_sessions(
+        &self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        after_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<OboSession>>;
+    /// Deletes sessions that expired or were revoked before `before`.
+    async fn purge_obo_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
     // --- api keys ------------------------------------------------------------------
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
     /// An active (not revoked) key by the SHA-256 of its secret.

@@ -333,3 +333,59 @@ pub struct DisabledWorkflow {
     pub disabled_at: DateTime<Utc>,
     pub related_oauth_connection: Option<String>,
 }
+
+/// A long-running on-behalf-of session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OboSession {
+    pub id: String,
+    pub org_id: OrgId,
+    pub connection_id: String,
+    pub connection_name: ConnectionName,
+    pub label: Option<String>,
+    pub created_by: String,
+    pub created_by_key_id: String,
+    pub scopes: Vec<String>,
+    pub token_type: Option<String>,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// `active` or `failed`.
+    pub status: String,
+    pub status_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub sealed: Sealed,
+}
+
+impl OboSession {
+    pub fn aad<'a>(&'a self, field: &'a str) -> Aad<'a> {
+        Aad {
+            org_id: self.org_id.as_str(),
+            row_id: &self.id,
+            field,
+        }
+    }
+
+    pub fn open_tokens(&self, keyring: &Keyring) -> StoreResult<ConnectionSecrets> {
+        let open = |sealed: &Option<String>, field: &'static str| {
+            sealed
+                .as_deref()
+                .map(|s| {
+                    keyring
+                        .open(s, self.aad(field))
+                        .map_err(|source| StoreError::Crypto {
+                            row: format!("obo session {}", self.id),
+                            field,
+                            source,
+                        })
+                })
+                .transpose()
+        };
+        Ok(ConnectionSecrets {
+            client_secret: None,
+            access_token: open(&self.sealed.access_token, fields::ACCESS_TOKEN)?,
+            refresh_token: open(&self.sealed.refresh_token, fields::REFRESH_TOKEN)?,
+        })
+    }
+}

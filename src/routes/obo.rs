@@ -1,0 +1,345 @@
+//! On-behalf-of (role workflow or admin): exchange a user's token for a downstream one,
+//! and long-running sessions that keep a user's delegated grant alive.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use validator::Validate;
+
+use crate::auth::{Caller, Org};
+use crate::domain::ConnectionName;
+use crate::error::{ApiError, FieldErrors, Problem};
+use crate::routes::connections::{OrgHeader, parse_name};
+use crate::routes::credentials::Credentials;
+use crate::routes::extract::{JsonBody, QueryParams};
+use crate::service::obo;
+use crate::state::AppState;
+use crate::store::OboSession;
+
+const MAX_ASSERTION: usize = 16 * 1024;
+
+fn check_assertion_size(assertion: &SecretString) -> Result<(), ApiError> {
+    let len = assertion.expose_secret().len();
+    if len == 0 || len > MAX_ASSERTION {
+        return Err(FieldErrors::single(
+            "assertion",
+            format!("must be 1 to {MAX_ASSERTION} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OboRequest {
+    /// The user's access token, as received by the middle tier. Never stored or logged.
+    #[schema(value_type = String, format = Password)]
+    pub assertion: SecretString,
+    /// Defaults to the connection's scopes. Validation: at most 100 RFC 6749 scope tokens.
+    pub scopes: Option<Vec<String>>,
+    /// The `claims` of an earlier `claims_challenge`, passed on to the provider.
+    /// Validation: at most 8192 characters.
+    #[validate(length(max = 8192))]
+    pub claims: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OboCredentials {
+    #[serde(flatten)]
+    pub credentials: Credentials,
+    /// Whether the token came from the cache (no exchange).
+    pub cached: bool,
+}
+
+#[utoipa::path(
+    post, path = "/api/oauth/credentials/{name}/on-behalf-of", tag = "on-behalf-of", operation_id = "exchange_on_behalf_of",
+    params(("name" = String, Path, description = "An on_behalf_of connection"), OrgHeader),
+    request_body = OboRequest,
+    responses(
+        (status = 200, body = OboCredentials, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`, `assertion_invalid`, `obo_rejected` or `claims_challenge` (with `claims` and a `WWW-Authenticate` challenge)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`obo_misconfigured` (with `provider_code`) or `provider_error`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[post("/credentials/{name}/on-behalf-of")]
+pub async fn exchange(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Org(org): Org,
+    name: web::Path<String>,
+    JsonBody(body): JsonBody<OboRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_org(&org)?;
+    let name = parse_name(&name)?;
+    check_assertion_size(&body.assertion)?;
+    let done = obo::exchange(
+        &state,
+        &org,
+        &name,
+        body.assertion,
+        body.scopes,
+        body.claims,
+    )
+    .await?;
+    let token = &done.token;
+    let credentials = Credentials {
+        connection_name: done.connection.name.to_string(),
+        org_id: done.connection.org_id.to_string(),
+        access_token: token.access_token.expose_secret().to_owned(),
+        token_type: token.token_type.clone(),
+        authorization_header: format!(
+            "{} {}",
+            token.token_type,
+            token.access_token.expose_secret()
+        ),
+        expires_at: Some(token.expires_at),
+        scopes: token.scopes.clone(),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(OboCredentials {
+            credentials,
+            cached: done.cached,
+        }))
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// An on_behalf_of connection of the org (or GLOBAL).
+    pub connection_name: String,
+    /// The user's access token. Never stored or logged.
+    #[schema(value_type = String, format = Password)]
+    pub assertion: SecretString,
+    /// At most the configured maximum (default 90 days), at least 60.
+    pub max_lifetime_seconds: Option<i64>,
+    /// Validation: at most 200 characters.
+    #[validate(length(max = 200))]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionCreated {
+    pub session_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub session_id: String,
+    pub connection_name: String,
+    pub org_id: String,
+    pub label: Option<String>,
+    pub created_by: String,
+    /// `active`, `failed`, `revoked` or `expired`.
+    pub status: String,
+    pub status_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub token_expires_at: Option<DateTime<Utc>>,
+}
+
+impl SessionView {
+    fn new(s: OboSession, now: DateTime<Utc>) -> Self {
+        let status = if s.revoked_at.is_some() {
+            "revoked".to_owned()
+        } else if s.expires_at <= now {
+            "expired".to_owned()
+        } else {
+            s.status.clone()
+        };
+        Self {
+            session_id: s.id,
+            connection_name: s.connection_name.to_string(),
+            org_id: s.org_id.to_string(),
+            label: s.label,
+            created_by: s.created_by,
+            status,
+            status_message: s.status_message,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            revoked_at: s.revoked_at,
+            last_used_at: s.last_used_at,
+            token_expires_at: s.token_expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SessionQuery {
+    /// Only sessions of this connection.
+    pub connection_name: Option<String>,
+}
+
+fn parse_session_id(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::NotFound("no such session".into()))
+}
+
+#[utoipa::path(
+    post, path = "/api/oauth/obo-sessions", tag = "on-behalf-of", operation_id = "create_obo_session",
+    params(OrgHeader),
+    request_body = CreateSession,
+    responses(
+        (status = 201, body = SessionCreated),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[post("/obo-sessions")]
+pub async fn create_session(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Org(org): Org,
+    JsonBody(body): JsonBody<CreateSession>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_org(&org)?;
+    let name = ConnectionName::parse(&body.connection_name)
+        .map_err(|e| FieldErrors::single("connection_name", e.0))?;
+    check_assertion_size(&body.assertion)?;
+    let session = obo::create_session(
+        &state,
+        &caller,
+        &org,
+        &name,
+        body.assertion,
+        body.max_lifetime_seconds,
+        body.label,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(SessionCreated {
+        session_id: session.id,
+        expires_at: session.expires_at,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/oauth/obo-sessions", tag = "on-behalf-of", operation_id = "list_obo_sessions",
+    params(SessionQuery, OrgHeader),
+    responses(
+        (status = 200, body = SessionList, description = "Admin keys see the org's sessions; workflow keys their own"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[get("/obo-sessions")]
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Org(org): Org,
+    QueryParams(query): QueryParams<SessionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_org(&org)?;
+    let name = query
+        .connection_name
+        .as_deref()
+        .map(parse_name)
+        .transpose()?;
+    let now = state.clock.now();
+    let sessions = state
+        .store
+        .list_obo_sessions(&org, name.as_ref())
+        .await?
+        .into_iter()
+        .filter(|s| {
+            caller.role == crate::domain::Role::Admin || s.created_by_key_id == caller.key_id
+        })
+        .map(|s| SessionView::new(s, now))
+        .collect();
+    Ok(HttpResponse::Ok().json(SessionList { sessions }))
+}
+
+#[utoipa::path(
+    get, path = "/api/oauth/obo-sessions/{id}/credentials", tag = "on-behalf-of", operation_id = "obo_session_credentials",
+    params(("id" = String, Path, description = "Session id"), OrgHeader),
+    responses(
+        (status = 200, body = Credentials, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another key's session", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`gone`: expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`connection_unavailable`: the user's grant was revoked upstream", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[get("/obo-sessions/{id}/credentials")]
+pub async fn session_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Org(org): Org,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_org(&org)?;
+    let id = parse_session_id(&id)?;
+    let state = state.into_inner();
+    let (session, token) = obo::session_credentials(&state, &caller, &org, &id).await?;
+    let token_type = session
+        .token_type
+        .clone()
+        .unwrap_or_else(|| "Bearer".into());
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(Credentials {
+            connection_name: session.connection_name.to_string(),
+            org_id: session.org_id.to_string(),
+            authorization_header: format!("{token_type} {}", token.expose_secret()),
+            access_token: token.expose_secret().to_owned(),
+            token_type,
+            expires_at: session.token_expires_at,
+            scopes: session.scopes.clone(),
+        }))
+}
+
+#[utoipa::path(
+    delete, path = "/api/oauth/obo-sessions/{id}", tag = "on-behalf-of", operation_id = "revoke_obo_session",
+    params(("id" = String, Path, description = "Session id"), OrgHeader),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Already revoked", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+#[delete("/obo-sessions/{id}")]
+pub async fn revoke_session(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Org(org): Org,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_org(&org)?;
+    let id = parse_session_id(&id)?;
+    obo::revoke_session(&state, &caller, &org, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

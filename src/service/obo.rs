@@ -1,0 +1,724 @@
+//! On-behalf-of: exchange a user's token for a downstream token (cached by the hash of
+//! the assertion, never the assertion itself), and long-running sessions that keep a
+//! user's delegated grant alive after their own token expired.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::domain::{ConnectionName, EventKind, FlowType, OboGrant, OrgId, Role, Scopes};
+use crate::error::{ApiError, FieldErrors};
+use crate::oauth::{
+    AssertionRules, JwksCache, OboError, OboExchange, Outbound, ProviderError, TokenSet,
+};
+use crate::service::credentials::{LEASE_SECONDS, SingleFlight, Unavailable};
+use crate::state::AppState;
+use crate::store::{Connection, NewEvent, OboSession, SecretWrite, SecretWrites};
+
+/// Cached tokens are served until this long before they expire.
+pub const CACHE_MARGIN_MINUTES: i64 = 5;
+const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
+
+/// A downstream token from an exchange.
+pub struct OboToken {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub expires_at: DateTime<Utc>,
+    pub scopes: Vec<String>,
+}
+
+pub type SessionOutcome = Result<Arc<OboSession>, Unavailable>;
+
+pub struct Obo {
+    jwks: JwksCache,
+    cache: moka::future::Cache<String, Arc<OboToken>>,
+    pub sessions: SingleFlight<SessionOutcome>,
+}
+
+impl Obo {
+    pub fn new(outbound: Arc<Outbound>) -> Self {
+        Self {
+            jwks: JwksCache::new(outbound),
+            cache: moka::future::Cache::new(DEFAULT_CACHE_CAPACITY),
+            sessions: SingleFlight::default(),
+        }
+    }
+}
+
+/// The connection's OBO settings.
+struct OboConfig {
+    grant: OboGrant,
+    rules: Option<AssertionRules>,
+}
+
+fn config(conn: &Connection) -> Result<OboConfig, ApiError> {
+    let raw = conn.config.obo_config.as_ref();
+    let grant = raw
+        .and_then(|c| c.get("obo_grant"))
+        .and_then(|g| g.as_str())
+        .and_then(OboGrant::parse)
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("on_behalf_of connection without obo_grant"))
+        })?;
+    let rules = raw
+        .and_then(|c| c.get("assertion_validation"))
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    Ok(OboConfig { grant, rules })
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An OBO failure as the contract answers it, with a correlation id for the log.
+pub fn obo_error(error: &OboError, connection: &ConnectionName) -> ApiError {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    tracing::warn!(%correlation_id, connection = %connection, error = %error, "on-behalf-of exchange failed");
+    match error {
+        OboError::Rejected(detail) => ApiError::Obo {
+            code: crate::error::ErrorCode::OboRejected,
+            detail: format!("the user's session is no longer valid; sign in again ({detail})"),
+            claims: None,
+            provider_code: None,
+            correlation_id,
+        },
+        OboError::ClaimsChallenge {
+            claims,
+            description,
+        } => ApiError::Obo {
+            code: crate::error::ErrorCode::ClaimsChallenge,
+            detail: format!(
+                "the provider requires additional claims; repeat the request with `claims` after the user satisfies them ({description})"
+            ),
+            claims: Some(claims.clone()),
+            provider_code: None,
+            correlation_id,
+        },
+        OboError::Misconfigured {
+            provider_code,
+            description,
+        } => ApiError::Obo {
+            code: crate::error::ErrorCode::OboMisconfigured,
+            detail: format!(
+                "the connection's client, audience or scopes are misconfigured: {description}"
+            ),
+            claims: None,
+            provider_code: Some(provider_code.clone()),
+            correlation_id,
+        },
+        OboError::Provider(detail) => ApiError::Obo {
+            code: crate::error::ErrorCode::ProviderError,
+            detail: format!("the provider could not be reached or answered badly: {detail}"),
+            claims: None,
+            provider_code: None,
+            correlation_id,
+        },
+    }
+}
+
+fn assertion_invalid(detail: String, connection: &ConnectionName) -> ApiError {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(%correlation_id, connection = %connection, reason = %detail, "assertion refused");
+    ApiError::Obo {
+        code: crate::error::ErrorCode::AssertionInvalid,
+        detail,
+        claims: None,
+        provider_code: None,
+        correlation_id,
+    }
+}
+
+async fn obo_connection(
+    state: &AppState,
+    org: &OrgId,
+    name: &ConnectionName,
+) -> Result<Connection, ApiError> {
+    let conn = state
+        .store
+        .find_for_credentials(org, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no connection `{name}` in org `{org}` or GLOBAL"))
+        })?;
+    if conn.config.flow_type != FlowType::OnBehalfOf {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` is a {} connection; on-behalf-of needs an on_behalf_of connection",
+            conn.config.flow_type
+        )));
+    }
+    Ok(conn)
+}
+
+/// Local checks of the assertion: the configured validation, and never a chained token.
+async fn check_assertion(
+    state: &AppState,
+    conn: &Connection,
+    cfg: &OboConfig,
+    assertion: &SecretString,
+    scopes: &[String],
+) -> Result<(), ApiError> {
+    let downstream = crate::oauth::downstream_resources(scopes);
+    let token = assertion.expose_secret();
+    match &cfg.rules {
+        Some(rules) => state
+            .obo
+            .jwks
+            .validate(token, rules, state.clock.now(), &downstream)
+            .await
+            .map(|_| ())
+            .map_err(|e| assertion_invalid(e.to_string(), &conn.name)),
+        None => {
+            if crate::oauth::unverified_audiences(token)
+                .iter()
+                .any(|a| downstream.contains(a))
+            {
+                return Err(assertion_invalid(
+                    crate::oauth::JwtError::Chained.to_string(),
+                    &conn.name,
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn to_token(
+    tokens: &TokenSet,
+    now: DateTime<Utc>,
+    default_lifetime: u64,
+    scopes: &[String],
+) -> OboToken {
+    let lifetime = tokens
+        .expires_in
+        .map(|d| d.as_secs())
+        .unwrap_or(default_lifetime);
+    OboToken {
+        access_token: tokens.access_token.clone(),
+        token_type: tokens.token_type.clone(),
+        expires_at: now + Duration::seconds(lifetime.min(10 * 365 * 86_400) as i64),
+        scopes: tokens.scopes.clone().unwrap_or_else(|| scopes.to_vec()),
+    }
+}
+
+pub struct Exchanged {
+    pub connection: Connection,
+    pub token: Arc<OboToken>,
+    pub cached: bool,
+}
+
+/// `POST /credentials/{name}/on-behalf-of`.
+pub async fn exchange(
+    state: &AppState,
+    org: &OrgId,
+    name: &ConnectionName,
+    assertion: SecretString,
+    scopes: Option<Vec<String>>,
+    claims: Option<String>,
+) -> Result<Exchanged, ApiError> {
+    let conn = obo_connection(state, org, name).await?;
+    let cfg = config(&conn)?;
+    let scopes = match scopes {
+        Some(s) => Scopes::parse(&s)
+            .map_err(|e| FieldErrors::single("scopes", e.0))?
+            .as_slice()
+            .to_vec(),
+        None => conn.config.scopes.clone(),
+    };
+    check_assertion(state, &conn, &cfg, &assertion, &scopes).await?;
+
+    // The key holds a hash of the assertion, never the assertion.
+    let key = sha256_hex(
+        format!(
+            "{}\n{}\n{}\n{}",
+            conn.org_id,
+            conn.id,
+            scopes.join(" "),
+            sha256_hex(assertion.expose_secret().as_bytes())
+        )
+        .as_bytes(),
+    );
+    let now = state.clock.now();
+    let margin = Duration::minutes(CACHE_MARGIN_MINUTES);
+    if claims.is_none()
+        && let Some(hit) = state.obo.cache.get(&key).await
+    {
+        if hit.expires_at - margin > now {
+            return Ok(Exchanged {
+                connection: conn,
+                token: hit,
+                cached: true,
+            });
+        }
+        state.obo.cache.invalidate(&key).await;
+    }
+    if claims.is_some() {
+        // A step-up answer replaces whatever was cached for this assertion.
+        state.obo.cache.invalidate(&key).await;
+    }
+    let ran = Arc::new(AtomicBool::new(false));
+    let secrets = state.store.open_secrets(&conn)?;
+    let ran_inside = ran.clone();
+    let default_lifetime = state.settings.default_token_lifetime_seconds;
+    let result = state
+        .obo
+        .cache
+        .try_get_with(key, async {
+            ran_inside.store(true, Ordering::SeqCst);
+            let tokens = state
+                .provider
+                .exchange_on_behalf_of(
+                    &conn,
+                    &secrets,
+                    OboExchange {
+                        grant: cfg.grant,
+                        assertion: &assertion,
+                        scopes: &scopes,
+                        claims: claims.as_deref(),
+                    },
+                )
+                .await?;
+            Ok::<_, OboError>(Arc::new(to_token(
+                &tokens,
+                state.clock.now(),
+                default_lifetime,
+                &scopes,
+            )))
+        })
+        .await;
+    match result {
+        Ok(token) => Ok(Exchanged {
+            connection: conn,
+            token,
+            cached: !ran.load(Ordering::SeqCst),
+        }),
+        Err(e) => Err(obo_error(&e, name)),
+    }
+}
+
+// --- long-running sessions ---------------------------------------------------------
+
+/// May `caller` use this session? Sessions are bound to their org and to the key that
+/// created them; an admin of the org may use and revoke them too.
+fn authorize_session(caller: &Caller, org: &OrgId, session: &OboSession) -> Result<(), ApiError> {
+    if &session.org_id != org {
+        return Err(ApiError::NotFound("no such session".into()));
+    }
+    if session.created_by_key_id == caller.key_id || caller.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this session belongs to another API key".into(),
+        ))
+    }
+}
+
+fn session_event(
+    session: &OboSession,
+    connection_id: &str,
+    kind: EventKind,
+    actor: &str,
+    now: DateTime<Utc>,
+    what: &str,
+) -> NewEvent {
+    NewEvent {
+        org_id: session.org_id.clone(),
+        connection_id: connection_id.to_owned(),
+        connection_name: session.connection_name.clone(),
+        at: now,
+        kind,
+        actor: actor.to_owned(),
+        detail: Some(format!("obo session {}: {what}", session.id)),
+    }
+}
+
+pub async fn create_session(
+    state: &AppState,
+    caller: &Caller,
+    org: &OrgId,
+    name: &ConnectionName,
+    assertion: SecretString,
+    max_lifetime_seconds: Option<i64>,
+    label: Option<String>,
+) -> Result<OboSession, ApiError> {
+    let limit = state.settings.obo_session_max_lifetime_seconds as i64;
+    let lifetime = max_lifetime_seconds.unwrap_or(limit);
+    if !(60..=limit).contains(&lifetime) {
+        return Err(FieldErrors::single(
+            "max_lifetime_seconds",
+            format!("must be between 60 and {limit}"),
+        ));
+    }
+    let conn = obo_connection(state, org, name).await?;
+    let cfg = config(&conn)?;
+    let mut scopes = conn.config.scopes.clone();
+    check_assertion(state, &conn, &cfg, &assertion, &scopes).await?;
+    if !scopes.iter().any(|s| s == "offline_access") {
+        scopes.push("offline_access".into());
+    }
+    let secrets = state.store.open_secrets(&conn)?;
+    let tokens = state
+        .provider
+        .exchange_on_behalf_of(
+            &conn,
+            &secrets,
+            OboExchange {
+                grant: cfg.grant,
+                assertion: &assertion,
+                scopes: &scopes,
+                claims: None,
+            },
+        )
+        .await
+        .map_err(|e| obo_error(&e, name))?;
+    let Some(refresh_token) = tokens.refresh_token.clone() else {
+        return Err(obo_error(
+            &OboError::Misconfigured {
+                provider_code: "no_refresh_token".into(),
+                description: "the exchange returned no refresh token (is offline_access granted to the client?)".into(),
+            },
+            name,
+        ));
+    };
+    let now = state.clock.now();
+    let token = to_token(
+        &tokens,
+        now,
+        state.settings.default_token_lifetime_seconds,
+        &scopes,
+    );
+    let session = OboSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        org_id: org.clone(),
+        connection_id: conn.id.clone(),
+        connection_name: conn.name.clone(),
+        label,
+        created_by: caller.name.clone(),
+        created_by_key_id: caller.key_id.clone(),
+        scopes,
+        token_type: Some(token.token_type.clone()),
+        token_expires_at: Some(token.expires_at),
+        status: "active".into(),
+        status_message: None,
+        created_at: now,
+        expires_at: now + Duration::seconds(lifetime),
+        revoked_at: None,
+        last_used_at: None,
+        version: 1,
+        sealed: Default::default(),
+    };
+    state
+        .store
+        .insert_obo_session(&session, &token.access_token, &refresh_token)
+        .await?;
+    state
+        .store
+        .insert_events(vec![session_event(
+            &session,
+            &conn.id,
+            EventKind::TokenAcquired,
+            &caller.name,
+            now,
+            "created",
+        )])
+        .await?;
+    tracing::info!(org = %org, connection = %name, session = %session.id, "obo session created");
+    Ok(session)
+}
+
+pub async fn get_session(
+    state: &AppState,
+    caller: &Caller,
+    org: &OrgId,
+    id: &str,
+) -> Result<OboSession, ApiError> {
+    let session = state
+        .store
+        .get_obo_session(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+    authorize_session(caller, org, &session)?;
+    Ok(session)
+}
+
+fn gone(session: &OboSession, now: DateTime<Utc>) -> Option<ApiError> {
+    if session.revoked_at.is_some() {
+        Some(ApiError::Gone("the session was revoked".into()))
+    } else if session.expires_at <= now {
+        Some(ApiError::Gone(
+            "the session reached its maximum lifetime".into(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// A fresh access token for the session, refreshed on demand; every use is an event.
+pub async fn session_credentials(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    org: &OrgId,
+    id: &str,
+) -> Result<(OboSession, SecretString), ApiError> {
+    let session = get_session(state, caller, org, id).await?;
+    let now = state.clock.now();
+    if let Some(e) = gone(&session, now) {
+        return Err(e);
+    }
+    let session = if session
+        .token_expires_at
+        .is_some_and(|at| at > now + Duration::seconds(300))
+    {
+        session
+    } else {
+        let fresh = refresh_session(state, &session.id)
+            .await
+            .map_err(|e| match e {
+                Unavailable::Status { status, message } => ApiError::ConnectionUnavailable {
+                    status: status.to_string(),
+                    message,
+                },
+                other => crate::routes::credentials::unavailable_error(other),
+            })?;
+        (*fresh).clone()
+    };
+    if session.status != "active" {
+        return Err(ApiError::ConnectionUnavailable {
+            status: "failed".into(),
+            message: session.status_message.clone(),
+        });
+    }
+    let token = session
+        .open_tokens(state.store.keyring())?
+        .access_token
+        .ok_or_else(|| ApiError::ConnectionUnavailable {
+            status: "failed".into(),
+            message: Some("the session holds no access token".into()),
+        })?;
+    let mut used = session.clone();
+    used.last_used_at = Some(now);
+    let saved = match state
+        .store
+        .save_obo_session(&used, SecretWrites::default())
+        .await
+    {
+        Ok(s) => s,
+        Err(_) => session.clone(), // a concurrent refresh won the row: the token is still good
+    };
+    state
+        .store
+        .insert_events(vec![session_event(
+            &saved,
+            &saved.connection_id,
+            EventKind::CredentialsRead,
+            &caller.name,
+            now,
+            "credentials read",
+        )])
+        .await?;
+    Ok((saved, token))
+}
+
+/// Refreshes a session's token: single flight in this process, a lease across replicas.
+pub async fn refresh_session(state: &Arc<AppState>, id: &str) -> SessionOutcome {
+    let state2 = state.clone();
+    let id2 = id.to_owned();
+    state
+        .obo
+        .sessions
+        .run(id, move || async move {
+            refresh_session_leased(&state2, &id2).await
+        })
+        .await
+}
+
+async fn refresh_session_leased(state: &Arc<AppState>, id: &str) -> SessionOutcome {
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "store failure during a session refresh");
+        Unavailable::Internal(e.to_string())
+    };
+    let owner = format!("{}:{}", state.replica_id, uuid::Uuid::new_v4().simple());
+    let deadline = std::time::Instant::now() + crate::service::credentials::WAIT_FOR_OTHER_REPLICA;
+    loop {
+        let now = state.clock.now();
+        if state
+            .store
+            .try_lease_obo_session(id, &owner, now, now + Duration::seconds(LEASE_SECONDS))
+            .await
+            .map_err(internal)?
+        {
+            let result = refresh_session_holding_lease(state, id).await;
+            let _ = state.store.release_obo_session_lease(id, &owner).await;
+            return result;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let session = state.store.get_obo_session(id).await.map_err(internal)?;
+        if let Some(s) = session
+            && s.token_expires_at
+                .is_some_and(|at| at > state.clock.now() + Duration::seconds(300))
+        {
+            return Ok(Arc::new(s));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Unavailable::Busy);
+        }
+    }
+}
+
+async fn refresh_session_holding_lease(state: &Arc<AppState>, id: &str) -> SessionOutcome {
+    let internal = |e: crate::store::StoreError| Unavailable::Internal(e.to_string());
+    let Some(session) = state.store.get_obo_session(id).await.map_err(internal)? else {
+        return Err(Unavailable::Internal("the session disappeared".into()));
+    };
+    let now = state.clock.now();
+    if session
+        .token_expires_at
+        .is_some_and(|at| at > now + Duration::seconds(300))
+        || session.status != "active"
+    {
+        return Ok(Arc::new(session));
+    }
+    let Some(conn) = state
+        .store
+        .get_connection_by_id(&session.connection_id)
+        .await
+        .map_err(internal)?
+    else {
+        return Err(Unavailable::Internal(
+            "the session's connection was deleted".into(),
+        ));
+    };
+    let secrets = state.store.open_secrets(&conn).map_err(internal)?;
+    let tokens = session
+        .open_tokens(state.store.keyring())
+        .map_err(internal)?;
+    let Some(refresh_token) = tokens.refresh_token else {
+        return Err(Unavailable::Internal(
+            "the session holds no refresh token".into(),
+        ));
+    };
+    let result = state
+        .provider
+        .refresh_with_scopes(&conn, &secrets, &refresh_token, &session.scopes)
+        .await;
+    let now = state.clock.now();
+    let mut next = session.clone();
+    let (writes, event) = match result {
+        Ok(tokens) => {
+            let token = to_token(
+                &tokens,
+                now,
+                state.settings.default_token_lifetime_seconds,
+                &session.scopes,
+            );
+            next.token_type = Some(token.token_type.clone());
+            next.token_expires_at = Some(token.expires_at);
+            let writes = SecretWrites {
+                access_token: SecretWrite::Set(token.access_token.clone()),
+                refresh_token: tokens
+                    .refresh_token
+                    .map(SecretWrite::Set)
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            (
+                writes,
+                session_event(
+                    &session,
+                    &conn.id,
+                    EventKind::Refreshed,
+                    "refresher",
+                    now,
+                    "refreshed",
+                ),
+            )
+        }
+        Err(ProviderError::Permanent { code, description }) => {
+            next.status = "failed".into();
+            next.status_message = Some(format!(
+                "the user's grant was revoked or expired upstream ({code}{})",
+                description.map(|d| format!(": {d}")).unwrap_or_default()
+            ));
+            let event = session_event(
+                &session,
+                &conn.id,
+                EventKind::RefreshFailed,
+                "refresher",
+                now,
+                &code,
+            );
+            state
+                .store
+                .insert_events(vec![event])
+                .await
+                .map_err(internal)?;
+            let saved = state
+                .store
+                .save_obo_session(&next, SecretWrites::default())
+                .await
+                .map_err(internal)?;
+            return Err(Unavailable::Status {
+                status: crate::domain::ConnectionStatus::Failed,
+                message: saved.status_message,
+            });
+        }
+        Err(ProviderError::Transient { reason, .. }) => {
+            return Err(Unavailable::Status {
+                status: crate::domain::ConnectionStatus::Completed,
+                message: Some(format!("the provider is failing: {reason}")),
+            });
+        }
+    };
+    let saved = state
+        .store
+        .save_obo_session(&next, writes)
+        .await
+        .map_err(internal)?;
+    state
+        .store
+        .insert_events(vec![event])
+        .await
+        .map_err(internal)?;
+    Ok(Arc::new(saved))
+}
+
+pub async fn revoke_session(
+    state: &AppState,
+    caller: &Caller,
+    org: &OrgId,
+    id: &str,
+) -> Result<(), ApiError> {
+    let session = get_session(state, caller, org, id).await?;
+    if session.revoked_at.is_some() {
+        return Err(ApiError::Gone("the session was already revoked".into()));
+    }
+    let now = state.clock.now();
+    let mut next = session.clone();
+    next.revoked_at = Some(now);
+    next.token_expires_at = None;
+    let writes = SecretWrites {
+        access_token: SecretWrite::Clear,
+        refresh_token: SecretWrite::Clear,
+        ..Default::default()
+    };
+    let saved = state.store.save_obo_session(&next, writes).await?;
+    state
+        .store
+        .insert_events(vec![session_event(
+            &saved,
+            &saved.connection_id,
+            EventKind::StatusChanged,
+            &caller.name,
+            now,
+            "revoked",
+        )])
+        .await?;
+    Ok(())
+}
