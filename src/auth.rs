@@ -142,6 +142,37 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
+/// Requests per minute per API key (`OAUTH_BROKER_RATE_LIMIT_PER_MINUTE`; 0 = off).
+pub struct RateLimit {
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl RateLimit {
+    pub fn per_minute(n: u32) -> Self {
+        Self {
+            limiter: std::num::NonZeroU32::new(n)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+        }
+    }
+
+    /// `Err(RateLimited)` with the seconds until the next request is allowed.
+    pub fn check(&self, key_id: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&key_id.to_owned()).map_err(|not_until| {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                retry_after_seconds: wait.as_secs().max(1),
+            }
+        })
+    }
+}
+
 pub async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     let hash = hash_key(key);
     let caller = match state.keys.get(&hash) {
@@ -173,7 +204,9 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
             let key = key?;
-            authenticate(&state, key.expose_secret()).await
+            let caller = authenticate(&state, key.expose_secret()).await?;
+            state.rate_limit.check(&caller.key_id)?;
+            Ok(caller)
         })
     }
 }

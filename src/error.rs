@@ -33,6 +33,8 @@ pub enum ErrorCode {
     ClaimsChallenge,
     OboMisconfigured,
     Gone,
+    /// The database cannot be reached; retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -56,6 +58,7 @@ impl ErrorCode {
             Self::ClaimsChallenge => "claims_challenge",
             Self::OboMisconfigured => "obo_misconfigured",
             Self::Gone => "gone",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -226,6 +229,9 @@ pub enum ApiError {
         provider_code: Option<String>,
         correlation_id: String,
     },
+    /// The database cannot be reached.
+    #[error("the database is unavailable")]
+    Unavailable,
     /// A session that expired or was revoked.
     #[error("gone: {0}")]
     Gone(String),
@@ -251,6 +257,7 @@ impl ApiError {
             Self::Busy { .. } => ErrorCode::Busy,
             Self::Obo { code, .. } => *code,
             Self::Gone(_) => ErrorCode::Gone,
+            Self::Unavailable => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -285,6 +292,7 @@ impl ApiError {
             Self::Provider(d) => d.clone(),
             Self::Busy { detail, .. } => detail.clone(),
             Self::Gone(d) => d.clone(),
+            Self::Unavailable => "the database is unavailable; retry shortly".into(),
             Self::Obo {
                 detail,
                 claims,
@@ -343,6 +351,7 @@ impl ResponseError for ApiError {
             Self::Provider(_) => StatusCode::BAD_GATEWAY,
             Self::Busy { status, .. } => *status,
             Self::Gone(_) => StatusCode::GONE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Obo { code, .. } => match code {
                 ErrorCode::OboMisconfigured | ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::UNAUTHORIZED,
@@ -359,6 +368,9 @@ impl ResponseError for ApiError {
         response
             .content_type("application/problem+json")
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if matches!(self, Self::Unavailable) {
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
         if matches!(self, Self::Unauthorized(_)) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
@@ -393,6 +405,10 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Stale => ApiError::Conflict(
                 "the resource was changed by another request; read it again and retry".into(),
             ),
+            other if other.is_unavailable() => {
+                tracing::error!(error = %other, "database unavailable");
+                ApiError::Unavailable
+            }
             other => ApiError::Internal(other.into()),
         }
     }

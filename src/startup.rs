@@ -168,6 +168,7 @@ impl Application {
             replica_id: uuid::Uuid::new_v4().simple().to_string(),
             refresher: Default::default(),
             read_events: Default::default(),
+            rate_limit: crate::auth::RateLimit::per_minute(settings.rate_limit_per_minute),
             store,
             clock,
             settings,

@@ -25,6 +25,7 @@ pub struct AppState {
     pub replica_id: String,
     pub refresher: crate::refresher::Refresher,
     pub read_events: crate::routes::credentials::ReadEvents,
+    pub rate_limit: crate::auth::RateLimit,
 }
 
 impl AppState {

@@ -202,9 +202,14 @@ fn describe(e: reqwest::Error) -> TransportError {
     } else {
         "the request to the provider failed"
     };
-    let cause = std::error::Error::source(&e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
+    // The innermost cause says what happened (refused, resolved to a private address...).
+    let mut cause = std::error::Error::source(&e);
+    let mut deepest = None;
+    while let Some(c) = cause {
+        deepest = Some(c.to_string());
+        cause = c.source();
+    }
+    let cause = deepest.map(|c| format!(": {c}")).unwrap_or_default();
     TransportError(format!("{what}{cause}"))
 }
 

@@ -34,10 +34,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::ConnectionUnavailable {
-                status: "database_unavailable".into(),
-                message: Some("the database is not reachable".into()),
-            })
+            Err(ApiError::Unavailable)
         }
     }
 }

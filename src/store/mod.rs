@@ -46,12 +46,25 @@ pub enum StoreError {
 impl StoreError {
     /// True when the database could not be reached (as opposed to a bad query or row).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            )
-        )
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::Io(_)
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_),
+            ) => true,
+            // SQLSTATE classes 08 (connection exception), 53 (insufficient resources),
+            // 57P (operator intervention: shutdown, cannot connect now), and 55000 (e.g.
+            // a database that does not allow connections).
+            StoreError::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57P")
+                    || c == "55000"
+                    || c == "3D000"
+            }),
+            _ => false,
+        }
     }
 }
 
