@@ -35,6 +35,7 @@ pub enum ErrorCode {
     Gone,
     /// The database cannot be reached; retry later.
     Unavailable,
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -59,6 +60,7 @@ impl ErrorCode {
             Self::OboMisconfigured => "obo_misconfigured",
             Self::Gone => "gone",
             Self::Unavailable => "unavailable",
+            Self::MethodNotAllowed => "method_not_allowed",
         }
     }
 }
@@ -232,6 +234,9 @@ pub enum ApiError {
     /// The database cannot be reached.
     #[error("the database is unavailable")]
     Unavailable,
+    /// The path exists, the method does not.
+    #[error("method not allowed (allowed: {allow})")]
+    MethodNotAllowed { allow: String },
     /// A session that expired or was revoked.
     #[error("gone: {0}")]
     Gone(String),
@@ -258,6 +263,7 @@ impl ApiError {
             Self::Obo { code, .. } => *code,
             Self::Gone(_) => ErrorCode::Gone,
             Self::Unavailable => ErrorCode::Unavailable,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -293,6 +299,7 @@ impl ApiError {
             Self::Busy { detail, .. } => detail.clone(),
             Self::Gone(d) => d.clone(),
             Self::Unavailable => "the database is unavailable; retry shortly".into(),
+            Self::MethodNotAllowed { allow } => format!("this path allows {allow}"),
             Self::Obo {
                 detail,
                 claims,
@@ -352,6 +359,7 @@ impl ResponseError for ApiError {
             Self::Busy { status, .. } => *status,
             Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Obo { code, .. } => match code {
                 ErrorCode::OboMisconfigured | ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::UNAUTHORIZED,
@@ -368,6 +376,9 @@ impl ResponseError for ApiError {
         response
             .content_type("application/problem+json")
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let Self::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, allow.as_str()));
+        }
         if matches!(self, Self::Unavailable) {
             response.insert_header((header::RETRY_AFTER, "5"));
         }

@@ -29,15 +29,19 @@ const MAX_EXTRA_PARAMS: usize = 32;
 pub struct AssertionValidation {
     /// Expected `iss`. Validation: 1 to 2048 characters.
     #[validate(length(min = 1, max = 2048))]
+    #[schema(min_length = 1, max_length = 2048)]
     pub issuer: String,
     /// Accepted `aud` values. Validation: 1 to 20 entries.
     #[validate(length(min = 1, max = 20))]
+    #[schema(min_items = 1, max_items = 20)]
     pub audiences: Vec<String>,
     /// Expected `tid` (Microsoft Entra tenant). Validation: at most 128 characters.
     #[validate(length(max = 128))]
+    #[schema(max_length = 128)]
     pub tenant_id: Option<String>,
     /// Where the signing keys are published. Validation: https, or http on loopback.
     #[validate(custom(function = "valid_url"))]
+    #[schema(min_length = 1, max_length = 2048, pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)")]
     pub jwks_url: String,
 }
 
@@ -47,27 +51,31 @@ pub struct AssertionValidation {
 pub struct CreateConnectionRequest {
     /// Validation: `^[A-Za-z0-9_-]{1,100}$`, unique in the org.
     #[validate(custom(function = "valid_name"))]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,100}$", min_length = 1, max_length = 100)]
     pub connection_name: String,
     pub oauth_flow_type: FlowType,
     /// Validation: 1 to 512 characters.
     #[validate(length(min = 1, max = 512))]
+    #[schema(min_length = 1, max_length = 512)]
     pub client_id: String,
     /// Write-only. Optional only for authorization_code public clients (PKCE).
     /// Validation: 1 to 8192 characters.
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 1, max_length = 8192)]
     pub client_secret: Option<SecretString>,
     /// Required for authorization_code. Validation: https, or http on loopback.
     #[validate(custom(function = "valid_url"))]
+    #[schema(min_length = 1, max_length = 2048, pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)")]
     pub authorization_url: Option<String>,
     /// Validation: https, or http on loopback.
     #[validate(custom(function = "valid_url"))]
+    #[schema(min_length = 1, max_length = 2048, pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)")]
     pub token_url: String,
     /// Validation: at most 100 RFC 6749 scope tokens.
     #[serde(default)]
     #[validate(custom(function = "valid_scopes"))]
     pub scopes: Vec<String>,
     /// Write-only. Required for refresh_token (an imported grant).
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 1, max_length = 8192)]
     pub refresh_token: Option<SecretString>,
     /// Default `client_secret_basic`.
     pub token_auth_method: Option<TokenAuthMethod>,
@@ -99,6 +107,7 @@ pub struct PatchConnectionRequest {
     pub oauth_flow_type: Option<FlowType>,
     /// Validation: 1 to 512 characters.
     #[validate(length(min = 1, max = 512))]
+    #[schema(min_length = 1, max_length = 512)]
     pub client_id: Option<String>,
     /// Write-only; `null` removes it (a public client).
     #[schema(value_type = Option<String>, format = Password)]
@@ -111,7 +120,7 @@ pub struct PatchConnectionRequest {
     #[validate(custom(function = "valid_scopes"))]
     pub scopes: Option<Vec<String>>,
     /// Write-only: imports a new grant for the refresh_token flow.
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 1, max_length = 8192)]
     pub refresh_token: Option<SecretString>,
     pub token_auth_method: Option<TokenAuthMethod>,
     #[validate(custom(function = "valid_params"))]

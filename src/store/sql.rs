@@ -971,14 +971,15 @@ macro_rules! impl_store {
             }
 
             async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool> {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "select 1 from disabled_workflows where workflow_id = $1 and org_id = $2",
+                // count(*) is a bigint on both backends (a bare `1` is int4 on PostgreSQL).
+                let (n,): (i64,) = sqlx::query_as(
+                    "select count(*) from disabled_workflows where workflow_id = $1 and org_id = $2",
                 )
                 .bind(workflow_id)
                 .bind(org.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                Ok(row.is_some())
+                Ok(n > 0)
             }
 
             async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>> {

@@ -243,7 +243,8 @@ on_both_backends! {
     }
 
     async fn bad_paths_and_query_strings_are_refused_naming_the_parameter(app) {
-        app.create_connection(Some("acme"), &valid()).await;
+        // An authorization_code connection: created without calling a provider.
+        app.create_connection(Some("acme"), &with(valid_authorization_code(), "connection_name", json!("graph"))).await;
         let cases = [
             ("a connection name with unicode in the path", Method::GET, "/api/oauth/connections/caf%C3%A9", "name"),
             ("a connection name with a space in the path", Method::DELETE, "/api/oauth/connections/a%20b", "name"),
@@ -360,7 +361,8 @@ on_both_backends! {
     }
 
     async fn keys_without_the_right_get_403_and_change_nothing(app) {
-        app.create_connection(Some("acme"), &valid()).await;
+        // An authorization_code connection: created without calling a provider.
+        app.create_connection(Some("acme"), &with(valid_authorization_code(), "connection_name", json!("graph"))).await;
         let acme_admin = app.create_key("acme-admin", "admin", "acme").await;
         let acme_workflow = app.create_key("acme-workflow", "workflow", "acme").await;
         let every_org_workflow = app.create_key("all-workflow", "workflow", "*").await;

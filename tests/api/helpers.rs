@@ -67,15 +67,29 @@ fn init_logs() {
 }
 
 pub enum TestDb {
-    Sqlite { dir: tempfile::TempDir, url: String },
-    Postgres { url: String },
+    Sqlite {
+        dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        url: String,
+    },
+    /// A database another `TestDb` owns (a replica's view of it); the kind follows
+    /// the URL's scheme.
+    Shared {
+        url: String,
+    },
 }
 
 impl TestDb {
     pub fn url(&self) -> &str {
         match self {
-            TestDb::Sqlite { url, .. } | TestDb::Postgres { url } => url,
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url } | TestDb::Shared { url } => url,
         }
+    }
+
+    fn is_sqlite(&self) -> bool {
+        self.url().starts_with("sqlite:")
     }
 
     /// Creates an empty database of the given kind, or `None` (skipped) if unavailable.
@@ -121,7 +135,10 @@ impl TestDb {
     pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
         match self {
             TestDb::Sqlite { dir, .. } => Some(dir.path()),
-            TestDb::Postgres { .. } => None,
+            TestDb::Shared { url } if self.is_sqlite() => {
+                std::path::Path::new(url.trim_start_matches("sqlite://")).parent()
+            }
+            TestDb::Postgres { .. } | TestDb::Shared { .. } => None,
         }
     }
 
@@ -142,7 +159,7 @@ impl TestDb {
         for table in TABLES {
             let sql = format!("select * from {table} order by 1");
             let rows: Vec<Vec<String>> = match self {
-                TestDb::Sqlite { .. } => {
+                _ if self.is_sqlite() => {
                     let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .fetch_all(&mut c)
@@ -150,8 +167,8 @@ impl TestDb {
                         .unwrap();
                     rows.iter().map(render_row).collect()
                 }
-                TestDb::Postgres { url } => {
-                    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                _ => {
+                    let mut c = sqlx::PgConnection::connect(self.url()).await.unwrap();
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .fetch_all(&mut c)
                         .await
@@ -169,10 +186,10 @@ impl TestDb {
     /// Everything the database holds on disk (SQLite files) or as text (PostgreSQL),
     /// for searching secrets in clear.
     pub async fn raw_contents(&self) -> Vec<u8> {
-        match self {
-            TestDb::Sqlite { dir, .. } => {
+        match self.sqlite_dir() {
+            Some(dir) => {
                 let mut all = Vec::new();
-                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                for entry in std::fs::read_dir(dir).unwrap() {
                     let path = entry.unwrap().path();
                     if path.to_string_lossy().contains("broker.db") {
                         all.extend(std::fs::read(path).unwrap());
@@ -180,7 +197,7 @@ impl TestDb {
                 }
                 all
             }
-            TestDb::Postgres { .. } => self.snapshot().await.join("\n").into_bytes(),
+            None => self.snapshot().await.join("\n").into_bytes(),
         }
     }
 }
@@ -400,15 +417,15 @@ impl TestDb {
     pub async fn execute(&self, sql: &str) {
         let sql = sql.to_owned();
         match self {
-            TestDb::Sqlite { .. } => {
+            _ if self.is_sqlite() => {
                 let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut c)
                     .await
                     .unwrap();
             }
-            TestDb::Postgres { url } => {
-                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            _ => {
+                let mut c = sqlx::PgConnection::connect(self.url()).await.unwrap();
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut c)
                     .await
@@ -421,7 +438,7 @@ impl TestDb {
     pub async fn query_texts(&self, sql: &str) -> Vec<Vec<String>> {
         let sql = sql.to_owned();
         match self {
-            TestDb::Sqlite { .. } => {
+            _ if self.is_sqlite() => {
                 let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .fetch_all(&mut c)
@@ -429,8 +446,8 @@ impl TestDb {
                     .unwrap();
                 rows.iter().map(render_row).collect()
             }
-            TestDb::Postgres { url } => {
-                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            _ => {
+                let mut c = sqlx::PgConnection::connect(self.url()).await.unwrap();
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .fetch_all(&mut c)
                     .await
@@ -490,4 +507,83 @@ pub async fn assert_refused(
         "{reason}: a refused request must not change the database"
     );
     problem
+}
+
+impl TestApp {
+    /// A second service on this test's database with the same settings (keys,
+    /// bootstrap admin key, database URL), its clock set to this one's time: a
+    /// replica. Its `db` is a `TestDb::Shared` view; this app owns the database.
+    pub async fn replica(&self) -> TestApp {
+        use oauth_broker::clock::Clock;
+        let db = TestDb::Shared {
+            url: self.db.url().to_owned(),
+        };
+        let replica = spawn_app_with(self.backend, db, self.settings.clone()).await;
+        replica.clock.set(self.clock.now());
+        replica
+    }
+}
+
+/// A token endpoint (a wiremock responder) that issues `<prefix>-1`, `<prefix>-2`, ...
+/// as access tokens, each valid for `expires_in` seconds, after `delay`.
+pub struct NumberedTokens {
+    prefix: String,
+    expires_in: u64,
+    delay: std::time::Duration,
+    issued: std::sync::atomic::AtomicUsize,
+}
+
+impl NumberedTokens {
+    pub fn new(prefix: &str, expires_in: u64) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            expires_in,
+            delay: std::time::Duration::ZERO,
+            issued: Default::default(),
+        }
+    }
+
+    /// Every answer waits this long first.
+    pub fn delayed(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+impl wiremock::Respond for NumberedTokens {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(json!({
+                "access_token": format!("{}-{n}", self.prefix),
+                "token_type": "bearer",
+                "expires_in": self.expires_in,
+            }))
+            .set_delay(self.delay)
+    }
+}
+
+/// How many requests `server` received on `path`.
+pub async fn calls_to(server: &wiremock::MockServer, path: &str) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == path)
+        .count()
+}
+
+/// Like `spawn_app`, with the test settings adjusted by `tune` first.
+pub async fn spawn_app_tuned(
+    backend: Backend,
+    tune: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
+    let db = TestDb::create(backend).await?;
+    let mut settings = test_settings(&db);
+    tune(&mut settings);
+    Some(spawn_app_with(backend, db, settings).await)
 }

@@ -92,6 +92,16 @@ on_both_backends! {
             let request = app.admin(Method::POST, "/api/oauth/connections", Some("acme")).json(body);
             answers.push(answer(request, 201, what).await);
         }
+        // Both flows get a token at creation (the contract); it is held sealed.
+        for (name, what) in [("machine", "client_credentials"), ("imported", "refresh_token")] {
+            let conn = connection(&app, "acme", name).await;
+            let opened = app.state.store.open_secrets(&conn).unwrap();
+            assert_eq!(
+                opened.access_token.as_ref().map(|t| t.expose_secret().to_owned()),
+                Some(issued_access.clone()),
+                "the {what} connection holds the issued access token"
+            );
+        }
         for name in ["machine", "imported"] {
             let path = format!("/api/oauth/connections/{name}");
             answers.push(answer(app.admin(Method::GET, &path, Some("acme")), 200, "get").await);

@@ -1,0 +1,592 @@
+//! The real binary, as an operator runs it: the first start (key file, first admin key),
+//! the commands (`migrate`, `keys create`, `rotate-keys`), the refusals to start with a
+//! missing or wrong encryption key, and a graceful stop on SIGTERM.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use oauth_broker::crypto::{Aad, Keyring};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oauth-broker");
+/// How long a command that should finish at once may take (a debug build on a busy box).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A data folder for the broker: `x.db` and, beside it, the key file `x.key`.
+struct Broker {
+    dir: tempfile::TempDir,
+    /// Where the outputs of the processes go (not in the data folder).
+    outputs: tempfile::TempDir,
+    runs: std::cell::Cell<u32>,
+}
+
+/// What a finished command printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Broker {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            outputs: tempfile::tempdir().unwrap(),
+            runs: std::cell::Cell::new(0),
+        }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("x.db")
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.path().join("x.key")
+    }
+
+    fn db_url(&self) -> String {
+        format!("sqlite://{}", self.db_path().display())
+    }
+
+    /// The binary with this broker's database and nothing inherited from the test's
+    /// own `OAUTH_BROKER_*` environment. Outputs go to files (no pipe can fill up).
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> (Command, PathBuf, PathBuf) {
+        let mut cmd = Command::new(BIN);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("OAUTH_BROKER_") {
+                cmd.env_remove(name);
+            }
+        }
+        let run = self.runs.get() + 1;
+        self.runs.set(run);
+        let stdout = self.outputs.path().join(format!("{run}.stdout"));
+        let stderr = self.outputs.path().join(format!("{run}.stderr"));
+        cmd.env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .env("OAUTH_BROKER_DATABASE_URL", self.db_url())
+            .env("OAUTH_BROKER_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .envs(env.iter().copied())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap());
+        (cmd, stdout, stderr)
+    }
+
+    /// Runs a command that must finish on its own.
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Finished {
+        let (mut cmd, stdout, stderr) = self.command(args, env);
+        let mut child = cmd.spawn().unwrap();
+        let status = wait_for_exit(&mut child, COMMAND_TIMEOUT).await;
+        let stderr = read(&stderr);
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`oauth-broker {}` did not finish; stderr:\n{stderr}",
+                args.join(" ")
+            );
+        };
+        Finished {
+            status,
+            stdout: read(&stdout),
+            stderr,
+        }
+    }
+
+    /// Starts `serve` and waits until `/healthz` answers.
+    async fn serve(&self, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut env = env.to_vec();
+        env.push(("OAUTH_BROKER_LISTEN", &listen));
+        let (mut cmd, _, stderr) = self.command(&["serve"], &env);
+        let child = cmd.spawn().unwrap();
+        let mut server = Server {
+            child,
+            base: format!("http://{listen}"),
+            stderr,
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!(
+                    "serve exited with {status} before answering; stderr:\n{}",
+                    server.stderr()
+                );
+            }
+            let health = server.client.get(server.url("/healthz")).send().await;
+            if health.is_ok_and(|r| r.status() == 200) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not answer /healthz; stderr:\n{}",
+                server.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts the service, gets the first admin key it prints, and stops it.
+    async fn first_start(&self) -> String {
+        let server = self.serve(&[]).await;
+        let (status, stderr) = server.stop().await;
+        assert!(status.success(), "the first start stops cleanly: {stderr}");
+        let keys = printed_keys(&stderr);
+        assert_eq!(keys.len(), 1, "one first admin key is printed: {stderr}");
+        keys[0].clone()
+    }
+
+    /// The key spec in the key file (`kid:base64`).
+    fn key_file_spec(&self) -> String {
+        read(&self.key_path())
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .expect("the key file holds a key")
+            .to_owned()
+    }
+
+    /// The rows of a query on the SQLite file, every column as text.
+    async fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row;
+        let mut conn = sqlx::SqliteConnection::connect(&self.db_url())
+            .await
+            .unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<Option<String>, _>(i)
+                            .unwrap()
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A running `serve`; killed if a test fails before stopping it.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn stderr(&self) -> String {
+        read(&self.stderr)
+    }
+
+    fn request(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    /// SIGTERM, then waits up to 10 s: a graceful stop exits 0 by then.
+    async fn stop(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success(), "kill -TERM {pid}");
+        let status = wait_for_exit(&mut self.child, Duration::from_secs(10)).await;
+        let stderr = self.stderr();
+        let status = status.unwrap_or_else(|| {
+            panic!("serve did not stop within 10 s of SIGTERM; stderr:\n{stderr}")
+        });
+        (status, stderr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The API keys (`obk_...`) in a text.
+fn printed_keys(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == '`' || c == '"')
+        .filter(|w| w.starts_with("obk_") && w.len() > 20)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A connection that is created without calling the provider, holding a client secret.
+fn connection_with_secret(secret: &str) -> Value {
+    json!({
+        "connection_name": "graph",
+        "oauth_flow_type": "authorization_code",
+        "client_id": "client-1",
+        "client_secret": secret,
+        "authorization_url": "https://login.example.com/authorize",
+        "token_url": "https://login.example.com/token",
+        "scopes": ["User.Read"],
+    })
+}
+
+#[tokio::test]
+async fn the_first_start_creates_a_private_key_file_and_prints_one_admin_key() {
+    let broker = Broker::new();
+
+    let server = broker.serve(&[]).await;
+    let res = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "ready once started");
+    let (status, stderr) = server.stop().await;
+
+    assert!(
+        status.success(),
+        "SIGTERM stops the service with exit 0, got {status}: {stderr}"
+    );
+    let keys = printed_keys(&stderr);
+    assert_eq!(
+        keys.len(),
+        1,
+        "exactly one admin key is printed on the first start: {stderr}"
+    );
+    let key_file = broker.key_path();
+    assert!(
+        key_file.exists(),
+        "the key file {} is created",
+        key_file.display()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "the key file is readable by its owner only, got {mode:o}"
+        );
+    }
+    assert!(
+        !stderr.contains(&broker.key_file_spec()),
+        "the encryption key is not printed"
+    );
+
+    // The second start prints no key, and the printed key is an admin key for every org.
+    let server = broker.serve(&[]).await;
+    let res = server
+        .request(&keys[0], reqwest::Method::GET, "/api/oauth/keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the printed key administers keys");
+    let (status, stderr) = server.stop().await;
+    assert!(status.success(), "second stop: {stderr}");
+    assert_eq!(
+        printed_keys(&stderr),
+        Vec::<String>::new(),
+        "no key is printed on a second start: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations_and_exits() {
+    let broker = Broker::new();
+
+    let done = broker.run(&["migrate"], &[]).await;
+
+    assert!(done.status.success(), "migrate exits 0: {}", done.stderr);
+    let applied = broker
+        .query("select cast(count(*) as text) from _sqlx_migrations where success")
+        .await;
+    assert_ne!(applied[0][0], "0", "migrations are recorded as applied");
+    let tables = broker
+        .query("select name from sqlite_master where type = 'table' and name = 'connections'")
+        .await;
+    assert_eq!(tables.len(), 1, "the connections table exists");
+    let again = broker.run(&["migrate"], &[]).await;
+    assert!(
+        again.status.success(),
+        "migrate is idempotent: {}",
+        again.stderr
+    );
+}
+
+#[tokio::test]
+async fn keys_create_prints_a_working_key_on_stdout() {
+    let broker = Broker::new();
+    let admin = broker.first_start().await;
+
+    let done = broker
+        .run(
+            &[
+                "keys", "create", "--name", "n", "--role", "workflow", "--org", "acme",
+            ],
+            &[],
+        )
+        .await;
+
+    assert!(
+        done.status.success(),
+        "keys create exits 0: {}",
+        done.stderr
+    );
+    let key = done.stdout.trim();
+    assert!(
+        key.starts_with("obk_") && !key.contains('\n'),
+        "stdout is the key alone: {:?}",
+        done.stdout
+    );
+    assert!(
+        !done.stderr.contains(key),
+        "the key is printed once, on stdout: {}",
+        done.stderr
+    );
+
+    let server = broker.serve(&[]).await;
+    let res = server
+        .request(&admin, reqwest::Method::GET, "/api/oauth/keys")
+        .send()
+        .await
+        .unwrap();
+    let list: Value = res.json().await.unwrap();
+    let entry = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "n")
+        .cloned();
+    let entry = entry.unwrap_or_else(|| panic!("the key is listed: {list}"));
+    assert_eq!(entry["role"], "workflow");
+    assert_eq!(entry["org_id"], "acme");
+    // A workflow key is known (403 for an admin route, not 401).
+    let res = server
+        .request(key, reqwest::Method::GET, "/api/oauth/connections")
+        .header("X-Organization-Id", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        403,
+        "the created key authenticates as a workflow key"
+    );
+    let (status, stderr) = server.stop().await;
+    assert!(status.success(), "{stderr}");
+
+    let bad = broker
+        .run(
+            &[
+                "keys", "create", "--name", "m", "--role", "root", "--org", "acme",
+            ],
+            &[],
+        )
+        .await;
+    assert!(!bad.status.success(), "an unknown role is refused");
+    assert!(
+        bad.stdout.trim().is_empty(),
+        "no key is printed for a refused role: {}",
+        bad.stdout
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_when_the_key_file_of_existing_data_is_missing() {
+    let broker = Broker::new();
+    let admin = broker.first_start().await;
+    let server = broker.serve(&[]).await;
+    let res = server
+        .request(&admin, reqwest::Method::POST, "/api/oauth/connections")
+        .json(&connection_with_secret("s3cret-value"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "a connection with a secret is stored");
+    let (status, _) = server.stop().await;
+    assert!(status.success());
+
+    std::fs::remove_file(broker.key_path()).unwrap();
+    let done = broker.run(&["serve"], &[]).await;
+
+    assert!(
+        !done.status.success(),
+        "serve must refuse to start: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .contains(&broker.key_path().display().to_string())
+            && done.stderr.contains("missing"),
+        "the refusal names the missing key file: {}",
+        done.stderr
+    );
+    assert!(
+        !broker.key_path().exists(),
+        "no new key file replaces the lost one"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_different_key_under_the_same_key_id() {
+    let broker = Broker::new();
+    broker.first_start().await;
+    let (_, impostor) = Keyring::generate("k1");
+
+    let done = broker
+        .run(
+            &["serve"],
+            &[("OAUTH_BROKER_ENCRYPTION_KEYS", impostor.expose_secret())],
+        )
+        .await;
+
+    assert!(
+        !done.status.success(),
+        "serve must refuse to start: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("key bytes differ"),
+        "the refusal says the key bytes differ: {}",
+        done.stderr
+    );
+    assert!(
+        !done.stderr.contains(impostor.expose_secret()),
+        "the key is not printed"
+    );
+}
+
+#[tokio::test]
+async fn rotate_keys_reseals_everything_under_the_new_key() {
+    // Arrange: data sealed with the generated key `k1`.
+    let broker = Broker::new();
+    let admin = broker.first_start().await;
+    let server = broker.serve(&[]).await;
+    let res = server
+        .request(&admin, reqwest::Method::POST, "/api/oauth/connections")
+        .json(&connection_with_secret("s3cret-value"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "a connection with a secret is stored");
+    let (status, _) = server.stop().await;
+    assert!(status.success());
+    let old = broker.key_file_spec();
+    assert!(
+        old.starts_with("k1:"),
+        "the generated key is k1: the key file starts `k1:`"
+    );
+    let (_, new) = Keyring::generate("k2");
+    let new = new.expose_secret().to_owned();
+
+    // Act
+    let both = format!("{new},{old}");
+    let done = broker
+        .run(&["rotate-keys"], &[("OAUTH_BROKER_ENCRYPTION_KEYS", &both)])
+        .await;
+
+    // Assert: reported, resealed in the database, and `k2` alone is enough.
+    assert!(
+        done.status.success(),
+        "rotate-keys exits 0: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("1 secret(s) re-encrypted"),
+        "rotate-keys reports the one re-encrypted client secret: {}",
+        done.stderr
+    );
+    let rows = broker
+        .query("select id, org_id, client_secret_sealed from connections")
+        .await;
+    assert_eq!(rows.len(), 1);
+    let (id, org, sealed) = (&rows[0][0], &rows[0][1], &rows[0][2]);
+    assert!(
+        sealed.starts_with("v1:k2:"),
+        "the client secret is sealed with k2: {sealed}"
+    );
+    let check = broker
+        .query("select value from meta where key = 'key_check'")
+        .await;
+    assert!(
+        check[0][0].starts_with("v1:k2:"),
+        "the key check is sealed with k2: {}",
+        check[0][0]
+    );
+    let k2_only = Keyring::parse(&new.clone().into()).unwrap();
+    let opened = k2_only
+        .open(
+            sealed,
+            Aad {
+                org_id: org,
+                row_id: id,
+                field: "client_secret",
+            },
+        )
+        .expect("k2 alone opens the resealed secret");
+    assert_eq!(opened.expose_secret(), "s3cret-value");
+
+    let server = broker
+        .serve(&[("OAUTH_BROKER_ENCRYPTION_KEYS", &new)])
+        .await;
+    let res = server
+        .request(&admin, reqwest::Method::GET, "/api/oauth/connections/graph")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the service serves with only k2");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["has_client_secret"], true, "{body}");
+    let (status, stderr) = server.stop().await;
+    assert!(status.success(), "{stderr}");
+
+    // The old key alone (the key file) no longer opens the data, and says which id is missing.
+    let done = broker.run(&["serve"], &[]).await;
+    assert!(
+        !done.status.success(),
+        "k1 alone must not start: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("`k2`"),
+        "the refusal names k2: {}",
+        done.stderr
+    );
+}
