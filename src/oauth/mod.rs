@@ -147,7 +147,7 @@ impl ProviderClient {
         for (k, v) in &conn.config.extra_token_params {
             request = request.add_extra_param(k.clone(), v.clone());
         }
-        let call = self.outbound.call();
+        let call = self.outbound.call_not_replayable();
         let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
     }
@@ -197,7 +197,7 @@ impl ProviderClient {
         for (k, v) in &conn.config.extra_token_params {
             request = request.add_extra_param(k.clone(), v.clone());
         }
-        let call = self.outbound.call();
+        let call = self.outbound.call_not_replayable();
         let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
     }

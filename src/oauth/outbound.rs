@@ -129,6 +129,18 @@ impl Outbound {
         Call {
             outbound: self,
             seen: Mutex::new(Seen::default()),
+            replayable: true,
+        }
+    }
+
+    /// A call that must not be repeated once the provider may have received it: a
+    /// single-use authorization code, or a refresh token the provider rotates on use.
+    /// Retried only when the request surely did not arrive (the connection failed) or
+    /// the provider answered 5xx/429.
+    pub fn call_not_replayable(&self) -> Call<'_> {
+        Call {
+            replayable: false,
+            ..self.call()
         }
     }
 
@@ -224,6 +236,7 @@ struct Seen {
 pub struct Call<'a> {
     outbound: &'a Outbound,
     seen: Mutex<Seen>,
+    replayable: bool,
 }
 
 impl Call<'_> {
@@ -264,9 +277,11 @@ impl Call<'_> {
             let last = attempt >= config.attempts;
             match outcome {
                 Err(e) => {
+                    // A timeout may hide a request the provider processed.
+                    let maybe_delivered = !e.is_connect();
                     let error = describe(e);
                     tracing::debug!(attempt, error = %error, "provider call failed");
-                    if last {
+                    if last || (maybe_delivered && !self.replayable) {
                         return Err(error);
                     }
                     self.backoff(attempt, None).await;

@@ -67,6 +67,7 @@ pub async fn callback_get(
         (status = 200, content_type = "text/html", body = String, description = "The connection is ready"),
         (status = 303, description = "Redirect to the `return_to` given at authorize"),
         (status = 400, content_type = "text/html", body = String, description = "Unknown, expired, replayed or mismatched state, or a provider error"),
+        (status = 415, content_type = "text/plain", body = String, description = "The body is not a form"),
     )
 )]
 #[post("/callback/{name}")]

@@ -41,7 +41,11 @@ pub struct AssertionValidation {
     pub tenant_id: Option<String>,
     /// Where the signing keys are published. Validation: https, or http on loopback.
     #[validate(custom(function = "valid_url"))]
-    #[schema(min_length = 1, max_length = 2048, pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)")]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)"
+    )]
     pub jwks_url: String,
 }
 
@@ -64,11 +68,19 @@ pub struct CreateConnectionRequest {
     pub client_secret: Option<SecretString>,
     /// Required for authorization_code. Validation: https, or http on loopback.
     #[validate(custom(function = "valid_url"))]
-    #[schema(min_length = 1, max_length = 2048, pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)")]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)"
+    )]
     pub authorization_url: Option<String>,
     /// Validation: https, or http on loopback.
     #[validate(custom(function = "valid_url"))]
-    #[schema(min_length = 1, max_length = 2048, pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)")]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^(https://|http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/?)"
+    )]
     pub token_url: String,
     /// Validation: at most 100 RFC 6749 scope tokens.
     #[serde(default)]

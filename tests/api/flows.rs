@@ -169,6 +169,24 @@ on_both_backends! {
         assert_eq!(server.received_requests().await.unwrap().len(), 3);
     }
 
+    async fn a_refresh_that_timed_out_is_not_replayed_because_the_provider_may_have_rotated_it(app) {
+        let server = MockServer::start().await;
+        Mock::given(method("POST")).and(path("/token"))
+            .respond_with(token_reply("late", Some("rt-next"), Some(3600)).set_delay(Duration::from_secs(5)))
+            .mount(&server).await;
+        let created = app.create_connection(None, &json!({
+            "connection_name": "slow-rotation",
+            "oauth_flow_type": "refresh_token",
+            "client_id": "c",
+            "client_secret": "s",
+            "token_url": format!("{}/token", server.uri()),
+            "refresh_token": "rt-once",
+        })).await;
+        assert_eq!(created["status"], "failed");
+        assert!(created["status_message"].as_str().unwrap().contains("did not answer in time"), "{created}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1, "a used refresh token is never sent twice");
+    }
+
     async fn invalid_grant_is_permanent_and_not_retried(app) {
         let server = MockServer::start().await;
         Mock::given(method("POST")).and(path("/token"))

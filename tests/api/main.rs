@@ -11,6 +11,7 @@ mod credentials;
 mod e2e;
 mod flows;
 mod hardening;
+mod obo;
 mod openapi;
 mod refresher;
 mod secrets;
