@@ -49,7 +49,7 @@ use crate::routes::{
         ops::metrics,
     ),
     components(schemas(crate::error::Problem, crate::error::ErrorCode)),
-    modifiers(&BearerKey),
+    modifiers(&BearerKey, &ResponseDescriptions),
     tags(
         (name = "connections", description = "OAuth connections of an organization (admin)"),
         (name = "callback", description = "Where providers return the browser (no auth: the state is the credential)"),
@@ -77,6 +77,42 @@ impl Modify for BearerKey {
                     .build(),
             ),
         );
+    }
+}
+
+/// OpenAPI requires a description on every response; utoipa leaves it empty unless
+/// one is written, so each empty one gets its status's reason phrase.
+struct ResponseDescriptions;
+
+impl Modify for ResponseDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let RefOr::T(response) = response
+                        && response.description.is_empty()
+                    {
+                        response.description = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
+                    }
+                }
+            }
+        }
     }
 }
 
