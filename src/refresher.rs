@@ -191,7 +191,8 @@ async fn refresh_sessions(
         run.considered += page.len() as i64;
         let mut results = futures::stream::iter(page)
             .map(|session| async move {
-                let outcome = crate::service::obo::refresh_session(state, &session.id).await;
+                let outcome =
+                    crate::service::obo::refresh_session(state, &session.id, threshold).await;
                 (session, outcome)
             })
             .buffer_unordered(concurrency);

@@ -68,6 +68,8 @@ struct Cached {
 pub struct JwksCache {
     outbound: Arc<Outbound>,
     sets: Mutex<HashMap<String, Cached>>,
+    /// One fetch at a time: concurrent cold or unknown-kid requests share it.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 fn audiences(claims: &serde_json::Value) -> Vec<String> {
@@ -113,6 +115,7 @@ impl JwksCache {
         Self {
             outbound,
             sets: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -132,38 +135,45 @@ impl JwksCache {
         Ok(set)
     }
 
+    fn cached(&self, url: &str) -> (Option<Arc<JwkSet>>, Option<Instant>) {
+        let sets = self.sets.lock().expect("jwks lock");
+        sets.get(url)
+            .map(|c| (c.set.clone(), c.fetched))
+            .unwrap_or((None, None))
+    }
+
+    fn usable(jwk: &jsonwebtoken::jwk::Jwk, kid: &str) -> Result<DecodingKey, JwtError> {
+        DecodingKey::from_jwk(jwk).map_err(|_| JwtError::Jwks(format!("key `{kid}` is not usable")))
+    }
+
     async fn key(&self, url: &str, kid: &str) -> Result<DecodingKey, JwtError> {
-        let (cached, fetched) = {
-            let sets = self.sets.lock().expect("jwks lock");
-            sets.get(url)
-                .map(|c| (c.set.clone(), c.fetched))
-                .unwrap_or((None, None))
-        };
-        let stale = fetched.is_none_or(|at| at.elapsed() > JWKS_TTL);
-        let set = match cached {
-            Some(set) if !stale => set,
-            _ => self.fetch(url).await?,
-        };
-        if let Some(jwk) = set.find(kid) {
-            return DecodingKey::from_jwk(jwk)
-                .map_err(|_| JwtError::Jwks(format!("key `{kid}` is not usable")));
+        let (set, fetched) = self.cached(url);
+        let fresh = fetched.is_some_and(|at| at.elapsed() <= JWKS_TTL);
+        if let (Some(set), true) = (&set, fresh)
+            && let Some(jwk) = set.find(kid)
+        {
+            return Self::usable(jwk, kid);
         }
-        // An unknown kid may be a rotation: refetch once, but not more often than every
-        // 30 s, so random kids cannot make us hammer the issuer.
-        let recently = {
-            let sets = self.sets.lock().expect("jwks lock");
-            sets.get(url)
-                .and_then(|c| c.fetched)
-                .is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH)
-        };
-        if recently && !stale {
-            return Err(JwtError::UnknownKey(kid.to_owned()));
+        // A cold cache, an aged one, or an unknown kid (perhaps a rotation). One fetch at
+        // a time; whoever waited re-checks what the fetch before it brought.
+        let _fetching = self.fetching.lock().await;
+        let (set, fetched) = self.cached(url);
+        let fresh = fetched.is_some_and(|at| at.elapsed() <= JWKS_TTL);
+        if let (Some(set), true) = (&set, fresh) {
+            if let Some(jwk) = set.find(kid) {
+                return Self::usable(jwk, kid);
+            }
+            // Refetch for an unknown kid at most every 30 s, so random kids cannot make
+            // us hammer the issuer.
+            if fetched.is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH) {
+                return Err(JwtError::UnknownKey(kid.to_owned()));
+            }
         }
         let set = self.fetch(url).await?;
         let jwk = set
             .find(kid)
             .ok_or_else(|| JwtError::UnknownKey(kid.to_owned()))?;
-        DecodingKey::from_jwk(jwk).map_err(|_| JwtError::Jwks(format!("key `{kid}` is not usable")))
+        Self::usable(jwk, kid)
     }
 
     /// Validates `token` against `rules` at `now`; returns its claims.

@@ -181,9 +181,12 @@ fn classify(status: u16, reply: ErrorReply) -> OboError {
             description: format!("{error}: {description}"),
         };
     }
-    let entra = MISCONFIGURATION_CODES
-        .iter()
-        .find(|(code, name)| reply.error_codes.contains(code) || description.starts_with(name));
+    // By number; the description is a fallback only when the number is followed by a
+    // colon (AADSTS500133, an expired assertion, must not read as AADSTS50013).
+    let entra = MISCONFIGURATION_CODES.iter().find(|(code, name)| {
+        reply.error_codes.contains(code)
+            || (reply.error_codes.is_empty() && description.starts_with(&format!("{name}:")))
+    });
     if let Some((_, name)) = entra {
         return OboError::Misconfigured {
             provider_code: (*name).to_owned(),

@@ -300,7 +300,7 @@ pub async fn session_credentials(
     caller.require_org(&org)?;
     let id = parse_session_id(&id)?;
     let state = state.into_inner();
-    let (session, token) = obo::session_credentials(&state, &caller, &org, &id).await?;
+    let (session, served_by, token) = obo::session_credentials(&state, &caller, &org, &id).await?;
     let token_type = session
         .token_type
         .clone()
@@ -309,7 +309,7 @@ pub async fn session_credentials(
         .insert_header(("Cache-Control", "no-store"))
         .json(Credentials {
             connection_name: session.connection_name.to_string(),
-            org_id: session.org_id.to_string(),
+            org_id: served_by.to_string(),
             authorization_header: format!("{token_type} {}", token.expose_secret()),
             access_token: token.expose_secret().to_owned(),
             token_type,

@@ -168,13 +168,20 @@ async fn check_assertion(
     let downstream = crate::oauth::downstream_resources(scopes);
     let token = assertion.expose_secret();
     match &cfg.rules {
-        Some(rules) => state
+        Some(rules) => match state
             .obo
             .jwks
             .validate(token, rules, state.clock.now(), &downstream)
             .await
-            .map(|_| ())
-            .map_err(|e| assertion_invalid(e.to_string(), &conn.name)),
+        {
+            Ok(_) => Ok(()),
+            // The issuer's keys being unreachable is not the user's fault.
+            Err(crate::oauth::JwtError::Jwks(reason)) => Err(obo_error(
+                &OboError::Provider(format!("the issuer's JWKS could not be read: {reason}")),
+                &conn.name,
+            )),
+            Err(e) => Err(assertion_invalid(e.to_string(), &conn.name)),
+        },
         None => {
             if crate::oauth::unverified_audiences(token)
                 .iter()
@@ -461,12 +468,13 @@ fn gone(session: &OboSession, now: DateTime<Utc>) -> Option<ApiError> {
 }
 
 /// A fresh access token for the session, refreshed on demand; every use is an event.
+/// The session, the org whose connection serves it, and a fresh access token.
 pub async fn session_credentials(
     state: &Arc<AppState>,
     caller: &Caller,
     org: &OrgId,
     id: &str,
-) -> Result<(OboSession, SecretString), ApiError> {
+) -> Result<(OboSession, OrgId, SecretString), ApiError> {
     let session = get_session(state, caller, org, id).await?;
     let now = state.clock.now();
     if let Some(e) = gone(&session, now) {
@@ -478,7 +486,7 @@ pub async fn session_credentials(
     {
         session
     } else {
-        let fresh = refresh_session(state, &session.id)
+        let fresh = refresh_session(state, &session.id, Duration::seconds(300))
             .await
             .map_err(|e| match e {
                 Unavailable::Status { status, message } => ApiError::ConnectionUnavailable {
@@ -523,23 +531,38 @@ pub async fn session_credentials(
             "credentials read",
         )])
         .await?;
-    Ok((saved, token))
+    // The org whose connection served it (GLOBAL's, for an org without its own).
+    let served_by = state
+        .store
+        .get_connection_by_id(&saved.connection_id)
+        .await?
+        .map(|c| c.org_id)
+        .unwrap_or_else(|| saved.org_id.clone());
+    Ok((saved, served_by, token))
 }
 
 /// Refreshes a session's token: single flight in this process, a lease across replicas.
-pub async fn refresh_session(state: &Arc<AppState>, id: &str) -> SessionOutcome {
+pub async fn refresh_session(
+    state: &Arc<AppState>,
+    id: &str,
+    min_valid: Duration,
+) -> SessionOutcome {
     let state2 = state.clone();
     let id2 = id.to_owned();
     state
         .obo
         .sessions
         .run(id, move || async move {
-            refresh_session_leased(&state2, &id2).await
+            refresh_session_leased(&state2, &id2, min_valid).await
         })
         .await
 }
 
-async fn refresh_session_leased(state: &Arc<AppState>, id: &str) -> SessionOutcome {
+async fn refresh_session_leased(
+    state: &Arc<AppState>,
+    id: &str,
+    min_valid: Duration,
+) -> SessionOutcome {
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure during a session refresh");
         Unavailable::Internal(e.to_string())
@@ -554,7 +577,7 @@ async fn refresh_session_leased(state: &Arc<AppState>, id: &str) -> SessionOutco
             .await
             .map_err(internal)?
         {
-            let result = refresh_session_holding_lease(state, id).await;
+            let result = refresh_session_holding_lease(state, id, min_valid).await;
             let _ = state.store.release_obo_session_lease(id, &owner).await;
             return result;
         }
@@ -562,7 +585,7 @@ async fn refresh_session_leased(state: &Arc<AppState>, id: &str) -> SessionOutco
         let session = state.store.get_obo_session(id).await.map_err(internal)?;
         if let Some(s) = session
             && s.token_expires_at
-                .is_some_and(|at| at > state.clock.now() + Duration::seconds(300))
+                .is_some_and(|at| at > state.clock.now() + min_valid)
         {
             return Ok(Arc::new(s));
         }
@@ -572,7 +595,11 @@ async fn refresh_session_leased(state: &Arc<AppState>, id: &str) -> SessionOutco
     }
 }
 
-async fn refresh_session_holding_lease(state: &Arc<AppState>, id: &str) -> SessionOutcome {
+async fn refresh_session_holding_lease(
+    state: &Arc<AppState>,
+    id: &str,
+    min_valid: Duration,
+) -> SessionOutcome {
     let internal = |e: crate::store::StoreError| Unavailable::Internal(e.to_string());
     let Some(session) = state.store.get_obo_session(id).await.map_err(internal)? else {
         return Err(Unavailable::Internal("the session disappeared".into()));
@@ -580,7 +607,7 @@ async fn refresh_session_holding_lease(state: &Arc<AppState>, id: &str) -> Sessi
     let now = state.clock.now();
     if session
         .token_expires_at
-        .is_some_and(|at| at > now + Duration::seconds(300))
+        .is_some_and(|at| at > now + min_valid)
         || session.status != "active"
     {
         return Ok(Arc::new(session));

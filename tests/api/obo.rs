@@ -943,7 +943,6 @@ on_both_backends! {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(answer.header("cache-control").as_deref(), Some("no-store"));
         assert_eq!(answer.body["access_token"], "sess-at-1");
-        eprintln!("PROBE session creds {}", answer.body);
         assert_eq!(answer.body["authorization_header"], "Bearer sess-at-1");
         assert_eq!(answer.body["expires_at"], "2026-01-15T10:00:00Z");
         assert_eq!(idp.token_calls().await, 1, "a fresh token is served as it is");
@@ -1110,6 +1109,15 @@ on_both_backends! {
         let listed = list_sessions(&app, &owner, "acme").await;
         let kept_view = listed["sessions"].as_array().unwrap().iter().find(|s| s["session_id"] == kept.as_str()).unwrap().clone();
         assert_eq!(kept_view["status"], "failed", "{kept_view}");
+
+        // A day after, the refresher purges the revoked and the expired session.
+        app.clock.advance(Duration::hours(25));
+        oauth_broker::refresher::run(app.state.clone().into_inner(), "manual")
+            .await
+            .expect("no other run in progress");
+        assert_eq!(statuses(&list_sessions(&app, &owner, "acme").await), vec![(kept.clone(), "failed".to_owned())]);
+        let answer = session_credentials(&app, &owner, "acme", &cancelled).await;
+        assert_problem(&answer, 404, "not_found", "a purged session");
     }
 
     async fn concurrent_reads_of_an_expiring_session_refresh_it_once_across_replicas(app) {
@@ -1135,6 +1143,40 @@ on_both_backends! {
             }
             assert_eq!(idp.token_calls().await as i64, 1 + hour, "hour {hour}: one refresh for ten readers on two replicas");
         }
+    }
+
+    async fn a_cold_jwks_cache_is_filled_by_one_fetch_under_concurrency(app) {
+        // Twenty users arrive at once after a start (or after the JWKS aged out): the
+        // issuer's JWKS is read once, not once per request.
+        let idp = Idp::start().await;
+        mount_numbered_tokens(&idp.provider, "graph").await;
+        idp.connect(&app, None, CONNECTION, "jwt_bearer").await;
+        let key = app.create_key("wf-acme", "workflow", "acme").await;
+        let answers = futures::future::join_all((0..20).map(|_| {
+            exchange(&app, &key, Some("acme"), CONNECTION, json!({"assertion": user_token()}))
+        }))
+        .await;
+        for answer in &answers {
+            assert_exchanged(answer, "a concurrent first request");
+        }
+        assert_eq!(idp.token_calls().await, 20, "twenty users, twenty exchanges");
+        assert_eq!(idp.jwks_fetches().await, 1, "one JWKS fetch fills the cache for everyone");
+    }
+
+    async fn session_credentials_name_the_org_whose_connection_served_them(app) {
+        // The credentials shape: `org_id` is the org whose connection served the token
+        // (the caller's, or GLOBAL), as the exchange endpoint answers for the same case.
+        let idp = Idp::start().await;
+        Grants::new("org").mount(&idp.provider).await;
+        idp.connect(&app, None, CONNECTION, "jwt_bearer").await;
+        let key = app.create_key("wf-acme", "workflow", "acme").await;
+        let answer = exchange(&app, &key, Some("acme"), CONNECTION, json!({"assertion": user_token()})).await;
+        assert_eq!(assert_exchanged(&answer, "an exchange through the fallback")["org_id"], "GLOBAL");
+        let session = create_session(&app, &key, "acme", json!({"connection_name": CONNECTION, "assertion": user_token()})).await;
+        let answer = session_credentials(&app, &key, "acme", &session).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["connection_name"], CONNECTION);
+        assert_eq!(answer.body["org_id"], "GLOBAL", "{}", answer.body);
     }
 }
 
