@@ -590,3 +590,38 @@ async fn rotate_keys_reseals_everything_under_the_new_key() {
         done.stderr
     );
 }
+
+#[tokio::test]
+async fn settings_come_from_a_config_file_and_json_logs_are_one_object_per_line() {
+    let broker = Broker::new();
+    let config = broker.dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "log_format = \"json\"\nbootstrap_admin_key = \"obk_from_the_config_file_0123456789\"\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let server = broker.serve(&[("OAUTH_BROKER_CONFIG", &config)]).await;
+    let res = server
+        .request(
+            "obk_from_the_config_file_0123456789",
+            reqwest::Method::GET,
+            "/api/oauth/keys",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the bootstrap key came from the file");
+    let (status, stderr) = server.stop().await;
+    assert!(status.success());
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let parsed: Result<Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not a JSON log line: {line}");
+    }
+    assert!(
+        !stderr.contains("obk_from_the_config_file"),
+        "the key is not logged"
+    );
+}
