@@ -81,6 +81,39 @@ pub enum TestDb {
     },
 }
 
+/// Each test's PostgreSQL database is dropped when the test ends, so runs leave
+/// nothing behind (SQLite files go with their temporary folder).
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let TestDb::Postgres { url } = self else {
+            return;
+        };
+        let Some((_, name)) = url.rsplit_once('/') else {
+            return;
+        };
+        let name = name.to_owned();
+        let admin = std::env::var("OAUTH_BROKER_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_PG.to_owned());
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists {name} with (force)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
 impl TestDb {
     pub fn url(&self) -> &str {
         match self {
