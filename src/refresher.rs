@@ -125,8 +125,9 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
             .buffer_unordered(concurrency);
         while let Some((conn, outcome)) = results.next().await {
             match outcome {
-                Ok(fresh) if fresh.last_refresh_at != conn.last_refresh_at => run.refreshed += 1,
-                Ok(_) | Err(Unavailable::Busy) => run.skipped += 1,
+                // Counted once, by the run whose call reached the provider.
+                Ok((_, true)) => run.refreshed += 1,
+                Ok((_, false)) | Err(Unavailable::Busy) => run.skipped += 1,
                 Err(Unavailable::Status { message, .. }) => {
                     run.failed += 1;
                     record_error(&mut run, &conn, message.unwrap_or_default());

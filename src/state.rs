@@ -18,7 +18,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub provider: crate::oauth::ProviderClient,
     /// In-process single flight of refreshes.
-    pub refreshes: crate::service::credentials::SingleFlight<crate::service::credentials::Outcome>,
+    pub refreshes:
+        crate::service::credentials::SingleFlight<crate::service::credentials::FlightOutcome>,
     /// On-behalf-of exchanges: JWKS, the token cache, session refreshes.
     pub obo: crate::service::obo::Obo,
     /// This process, as a lease owner.

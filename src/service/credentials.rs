@@ -37,6 +37,8 @@ pub enum Unavailable {
 }
 
 pub type Outcome = Result<Arc<Connection>, Unavailable>;
+/// A refresh's result, and whether this refresh is the one that called the provider.
+pub type FlightOutcome = Result<(Arc<Connection>, bool), Unavailable>;
 
 /// In-process single flight: concurrent callers for one key share one execution.
 pub struct SingleFlight<T> {
@@ -138,7 +140,9 @@ pub async fn ensure_fresh(
             })
         };
     }
-    let outcome = single_flight(&state, &conn.id, min_valid, None, actor).await;
+    let outcome = single_flight(&state, &conn.id, min_valid, None, actor)
+        .await
+        .map(|(fresh, _)| fresh);
     match outcome {
         Ok(fresh) if has_fresh_token(&fresh, state.clock.now(), Duration::zero()) => Ok(fresh),
         Ok(fresh) => Err(unavailable(&fresh)),
@@ -157,32 +161,15 @@ pub async fn single_flight(
     min_valid: Duration,
     refreshed_since: Option<DateTime<Utc>>,
     actor: &'static str,
-) -> Outcome {
-    let future = {
-        let mut inflight = state.refreshes.inflight.lock().expect("single flight lock");
-        if let Some(existing) = inflight.get(id) {
-            existing.clone()
-        } else {
-            let state2 = state.clone();
-            let id2 = id.to_owned();
-            let future = async move {
-                let outcome =
-                    refresh_with_lease(&state2, &id2, min_valid, refreshed_since, actor).await;
-                state2
-                    .refreshes
-                    .inflight
-                    .lock()
-                    .expect("single flight lock")
-                    .remove(&id2);
-                outcome
-            }
-            .boxed()
-            .shared();
-            inflight.insert(id.to_owned(), future.clone());
-            future
-        }
-    };
-    future.await
+) -> FlightOutcome {
+    let state2 = state.clone();
+    let id2 = id.to_owned();
+    state
+        .refreshes
+        .run(id, move || async move {
+            refresh_with_lease(&state2, &id2, min_valid, refreshed_since, actor).await
+        })
+        .await
 }
 
 fn done_already(
@@ -206,7 +193,7 @@ async fn refresh_with_lease(
     min_valid: Duration,
     refreshed_since: Option<DateTime<Utc>>,
     actor: &'static str,
-) -> Outcome {
+) -> FlightOutcome {
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure during a refresh");
         Unavailable::Internal(e.to_string())
@@ -241,7 +228,7 @@ async fn refresh_with_lease(
             });
         };
         if done_already(&conn, state.clock.now(), min_valid, refreshed_since) {
-            return Ok(Arc::new(conn));
+            return Ok((Arc::new(conn), false));
         }
         if conn.status != ConnectionStatus::Completed {
             return Err(unavailable(&conn));
@@ -258,7 +245,7 @@ async fn refresh_holding_lease(
     min_valid: Duration,
     refreshed_since: Option<DateTime<Utc>>,
     actor: &'static str,
-) -> Outcome {
+) -> FlightOutcome {
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure during a refresh");
         Unavailable::Internal(e.to_string())
@@ -276,13 +263,13 @@ async fn refresh_holding_lease(
         });
     };
     if done_already(&conn, state.clock.now(), min_valid, refreshed_since) {
-        return Ok(Arc::new(conn));
+        return Ok((Arc::new(conn), false));
     }
     if conn.status != ConnectionStatus::Completed || !renewable(&conn) {
         return Err(unavailable(&conn));
     }
     match grants::acquire(state, &conn, actor, EventKind::Refreshed).await {
-        Ok(fresh) => Ok(Arc::new(fresh)),
+        Ok(fresh) => Ok((Arc::new(fresh), true)),
         Err(GrantError::Provider(e)) => Err(Unavailable::Status {
             status: if e.is_permanent() {
                 ConnectionStatus::Failed
