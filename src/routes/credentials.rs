@@ -173,10 +173,8 @@ pub async fn get_credentials(
     )
     .await
     .map_err(unavailable_error)?;
-    let token = state
-        .store
-        .open_secrets(&conn)?
-        .access_token
+    let token = conn
+        .open_access_token(state.store.keyring())?
         .ok_or_else(|| ApiError::ConnectionUnavailable {
             status: conn.status.to_string(),
             message: Some("no access token is stored".into()),

@@ -169,6 +169,23 @@ impl Connection {
         }
     }
 
+    /// Opens only the access token (the credentials hot path needs nothing else).
+    pub fn open_access_token(&self, keyring: &Keyring) -> StoreResult<Option<SecretString>> {
+        self.sealed
+            .access_token
+            .as_deref()
+            .map(|s| {
+                keyring
+                    .open(s, self.aad(fields::ACCESS_TOKEN))
+                    .map_err(|source| StoreError::Crypto {
+                        row: format!("connection {}/{}", self.org_id, self.name),
+                        field: fields::ACCESS_TOKEN,
+                        source,
+                    })
+            })
+            .transpose()
+    }
+
     pub fn open_secrets(&self, keyring: &Keyring) -> StoreResult<ConnectionSecrets> {
         let open = |sealed: &Option<String>, field: &'static str| {
             sealed
