@@ -73,7 +73,7 @@ impl Credentials {
     }
 }
 
-/// Last `credentials_read` event per (connection, workflow).
+/// Last recorded read (dependency touch and `credentials_read` event) per (connection, workflow).
 #[derive(Default)]
 pub struct ReadEvents(Mutex<HashMap<(String, String), Instant>>);
 
@@ -196,15 +196,18 @@ fn record_read(
     workflow: WorkflowId,
     actor: &str,
 ) {
-    let event = state.read_events.due(&conn.id, workflow.as_str()).then(|| {
-        NewEvent::for_connection(
-            conn,
-            EventKind::CredentialsRead,
-            actor,
-            state.clock.now(),
-            Some(format!("workflow {workflow}")),
-        )
-    });
+    // One write per connection and workflow a minute: a busy workflow must not turn
+    // every read into a write on the database's single writer (SQLite).
+    if !state.read_events.due(&conn.id, workflow.as_str()) {
+        return;
+    }
+    let event = NewEvent::for_connection(
+        conn,
+        EventKind::CredentialsRead,
+        actor,
+        state.clock.now(),
+        Some(format!("workflow {workflow}")),
+    );
     let state = state.clone();
     let org = org.clone();
     let name = conn.name.clone();
@@ -217,9 +220,7 @@ fn record_read(
         {
             tracing::warn!(error = %e, "could not record a credentials read");
         }
-        if let Some(event) = event
-            && let Err(e) = state.store.insert_events(vec![event]).await
-        {
+        if let Err(e) = state.store.insert_events(vec![event]).await {
             tracing::warn!(error = %e, "could not record a credentials_read event");
         }
     });

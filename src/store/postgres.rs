@@ -10,6 +10,9 @@ pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::PgPool> 
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(10))
+        // No ping on every checkout (a round trip on the credentials hot path: +21%
+        // measured); a dead connection shows as an error and the pool replaces it.
+        .test_before_acquire(false)
         .connect(url)
         .await?;
     // The migrator takes an advisory lock, so replicas starting together apply each
