@@ -14,7 +14,7 @@ use futures::future::{BoxFuture, Shared};
 use crate::domain::{ConnectionStatus, EventKind, FlowType};
 use crate::service::grants::{self, GrantError, has_fresh_token};
 use crate::state::AppState;
-use crate::store::Connection;
+use crate::store::{Connection, Leased};
 
 /// How long a lease protects a refresh: longer than the provider call can take.
 pub const LEASE_SECONDS: i64 = 60;
@@ -204,12 +204,22 @@ async fn refresh_with_lease(
         let now = state.clock.now();
         let leased = state
             .store
-            .try_lease(id, &owner, now, now + Duration::seconds(LEASE_SECONDS))
+            .try_lease(
+                Leased::Connection,
+                id,
+                &owner,
+                now,
+                now + Duration::seconds(LEASE_SECONDS),
+            )
             .await
             .map_err(internal)?;
         if leased {
             let result = refresh_holding_lease(state, id, min_valid, refreshed_since, actor).await;
-            if let Err(e) = state.store.release_lease(id, &owner).await {
+            if let Err(e) = state
+                .store
+                .release_lease(Leased::Connection, id, &owner)
+                .await
+            {
                 // It expires by itself; nothing is stuck beyond LEASE_SECONDS.
                 tracing::warn!(error = %e, "could not release a refresh lease");
             }

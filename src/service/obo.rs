@@ -17,7 +17,7 @@ use crate::oauth::{
 };
 use crate::service::credentials::{LEASE_SECONDS, SingleFlight, Unavailable};
 use crate::state::AppState;
-use crate::store::{Connection, NewEvent, OboSession, SecretWrite, SecretWrites};
+use crate::store::{Connection, Leased, NewEvent, OboSession, SecretWrite, SecretWrites};
 
 /// Cached tokens are served until this long before they expire.
 pub const CACHE_MARGIN_MINUTES: i64 = 5;
@@ -573,12 +573,21 @@ async fn refresh_session_leased(
         let now = state.clock.now();
         if state
             .store
-            .try_lease_obo_session(id, &owner, now, now + Duration::seconds(LEASE_SECONDS))
+            .try_lease(
+                Leased::OboSession,
+                id,
+                &owner,
+                now,
+                now + Duration::seconds(LEASE_SECONDS),
+            )
             .await
             .map_err(internal)?
         {
             let result = refresh_session_holding_lease(state, id, min_valid).await;
-            let _ = state.store.release_obo_session_lease(id, &owner).await;
+            let _ = state
+                .store
+                .release_lease(Leased::OboSession, id, &owner)
+                .await;
             return result;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -70,6 +70,13 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Rows that carry a refresh lease (`lease_owner`, `lease_until`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leased {
+    Connection,
+    OboSession,
+}
+
 /// Which database backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -156,12 +163,13 @@ pub trait Store: Send + Sync + 'static {
     /// makes one replica the only one calling the provider for this grant.
     async fn try_lease(
         &self,
+        what: Leased,
         id: &str,
         owner: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+    async fn release_lease(&self, what: Leased, id: &str, owner: &str) -> StoreResult<()>;
     /// A page of connections the refresher should renew, ordered by id after `after_id`.
     async fn due_connections(
         &self,
@@ -230,14 +238,7 @@ pub trait Store: Send + Sync + 'static {
         session: &OboSession,
         secrets: SecretWrites,
     ) -> StoreResult<OboSession>;
-    async fn try_lease_obo_session(
-        &self,
-        id: &str,
-        owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    async fn release_obo_session_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+
     /// Active, unexpired sessions whose token expires before `due_before`, by id after `after_id`.
     async fn due_obo_sessions(
         &self,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use super::types::*;
-use super::{Backend, Store, StoreError, StoreResult};
+use super::{Backend, Leased, Store, StoreError, StoreResult};
 use crate::crypto::{Aad, Keyring};
 use crate::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, OrgScope, Role, TokenAuthMethod,
@@ -53,6 +53,26 @@ macro_rules! resolves_to {
     () => {
         "d.connection_name = $2 and (d.org_id = $1 or ($1 = 'GLOBAL' and not exists \
          (select 1 from connections c where c.org_id = d.org_id and c.name = d.connection_name)))"
+    };
+}
+
+/// Lease statements for a table: take one that is free, expired or already ours; release
+/// ours.
+macro_rules! lease_sql {
+    (take, $table:literal) => {
+        concat!(
+            "update ",
+            $table,
+            " set lease_owner = $2, lease_until = $4 \
+             where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2)"
+        )
+    };
+    (release, $table:literal) => {
+        concat!(
+            "update ",
+            $table,
+            " set lease_owner = null, lease_until = null where id = $1 and lease_owner = $2"
+        )
     };
 }
 
@@ -791,33 +811,32 @@ macro_rules! impl_store {
 
             async fn try_lease(
                 &self,
+                what: Leased,
                 id: &str,
                 owner: &str,
                 now: DateTime<Utc>,
                 until: DateTime<Utc>,
             ) -> StoreResult<bool> {
-                let done = sqlx::query(
-                    "update connections set lease_owner = $2, lease_until = $4 \
-                     where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2)",
-                )
-                .bind(id)
-                .bind(owner)
-                .bind(to_ms(now))
-                .bind(to_ms(until))
-                .execute(&self.pool)
-                .await?;
+                let sql = match what {
+                    Leased::Connection => lease_sql!(take, "connections"),
+                    Leased::OboSession => lease_sql!(take, "obo_sessions"),
+                };
+                let done = sqlx::query(sql)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(to_ms(now))
+                    .bind(to_ms(until))
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
-                sqlx::query(
-                    "update connections set lease_owner = null, lease_until = null \
-                     where id = $1 and lease_owner = $2",
-                )
-                .bind(id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await?;
+            async fn release_lease(&self, what: Leased, id: &str, owner: &str) -> StoreResult<()> {
+                let sql = match what {
+                    Leased::Connection => lease_sql!(release, "connections"),
+                    Leased::OboSession => lease_sql!(release, "obo_sessions"),
+                };
+                sqlx::query(sql).bind(id).bind(owner).execute(&self.pool).await?;
                 Ok(())
             }
 
@@ -1096,35 +1115,6 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.ok_or(StoreError::Stale)?.try_into()
-            }
-
-            async fn try_lease_obo_session(
-                &self,
-                id: &str,
-                owner: &str,
-                now: DateTime<Utc>,
-                until: DateTime<Utc>,
-            ) -> StoreResult<bool> {
-                let done = sqlx::query(
-                    "update obo_sessions set lease_owner = $2, lease_until = $4 \
-                     where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2)",
-                )
-                .bind(id)
-                .bind(owner)
-                .bind(to_ms(now))
-                .bind(to_ms(until))
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn release_obo_session_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
-                sqlx::query("update obo_sessions set lease_owner = null, lease_until = null where id = $1 and lease_owner = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
             }
 
             async fn due_obo_sessions(
