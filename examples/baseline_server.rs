@@ -21,7 +21,8 @@ async fn main() -> std::io::Result<()> {
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let body = web::Bytes::from(std::fs::read(&body_file)?);
-    let listener = std::net::TcpListener::bind(&addr)?;
+    // The service's own listen queue, so both accept bursts alike.
+    let listener = oauth_broker::startup::bind(&addr)?;
     println!(
         "listening on {} ({} byte body, {workers} workers)",
         listener.local_addr()?,

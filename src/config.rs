@@ -44,6 +44,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Requests per minute per API key; 0 turns the limit off.
     pub rate_limit_per_minute: u32,
+    /// How long a replica may answer a credentials lookup from memory (ms); 0 = never.
+    /// Another replica's write to a connection is seen after at most this long.
+    pub credentials_cache_ms: u64,
     /// Database pool size.
     pub database_max_connections: u32,
     /// HTTP worker threads; defaults to the number of cores.
@@ -77,6 +80,7 @@ impl Default for Settings {
             allow_private_provider_addresses: false,
             log_format: LogFormat::Pretty,
             rate_limit_per_minute: 0,
+            credentials_cache_ms: 1000,
             database_max_connections: 16,
             http_workers: None,
             provider_timeout_ms: 10_000,
@@ -101,6 +105,7 @@ struct Defaults {
     allow_private_provider_addresses: bool,
     log_format: LogFormat,
     rate_limit_per_minute: u32,
+    credentials_cache_ms: u64,
     database_max_connections: u32,
     provider_timeout_ms: u64,
     provider_retry_base_ms: u64,
@@ -123,6 +128,7 @@ impl Settings {
             allow_private_provider_addresses: d.allow_private_provider_addresses,
             log_format: d.log_format,
             rate_limit_per_minute: d.rate_limit_per_minute,
+            credentials_cache_ms: d.credentials_cache_ms,
             database_max_connections: d.database_max_connections,
             provider_timeout_ms: d.provider_timeout_ms,
             provider_retry_base_ms: d.provider_retry_base_ms,

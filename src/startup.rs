@@ -51,7 +51,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
             )
         })?;
     let keyring = Arc::new(choose_keyring(settings, &pool).await?);
-    let store = pool.store(keyring.clone());
+    let lookups = store::Lookups::new(std::time::Duration::from_millis(
+        settings.credentials_cache_ms,
+    ));
+    let store = pool.store(keyring.clone(), lookups);
     match store.get_meta(KEY_CHECK).await? {
         None => {
             store
@@ -95,7 +98,10 @@ async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<K
             .with_context(|| format!("reading the key file {}", path.display()));
     }
     // Probe with a throwaway key: only counts and the presence of the check are read.
-    let probe = pool.store(Arc::new(Keyring::generate("probe").0));
+    let probe = pool.store(
+        Arc::new(Keyring::generate("probe").0),
+        store::Lookups::off(),
+    );
     let has_data =
         probe.get_meta(KEY_CHECK).await?.is_some() || probe.count_sealed_rows().await? > 0;
     if has_data {
@@ -139,25 +145,10 @@ impl Application {
     /// Builds with a given clock (tests move it).
     pub async fn build_with_clock(settings: Settings, clock: DynClock) -> anyhow::Result<Self> {
         let store = open_store(&settings).await?;
-        match bootstrap(&store, settings.bootstrap_admin_key.as_ref(), clock.now()).await? {
-            Bootstrap::CreatedFirstKey(key) => {
-                // Deliberately not a log line: the key is shown once, to the operator.
-                eprintln!(
-                    "\n  No API key existed, so a first admin key (every org) was created.\n  \
-                     It is shown only now; store it safely:\n\n    {key}\n\n  \
-                     Use it as `Authorization: Bearer <key>`. Create more with POST /api/oauth/keys.\n"
-                );
-            }
-            Bootstrap::RegisteredConfiguredKey => {
-                tracing::info!(
-                    "registered OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY as an admin key for every org"
-                );
-            }
-            Bootstrap::Nothing => {}
-        }
+        ensure_admin_key(&store, &settings, clock.now()).await?;
 
-        let listener = TcpListener::bind(&settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
+        let listener =
+            bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let address = listener.local_addr()?;
         let outbound = Arc::new(crate::oauth::Outbound::new(settings.outbound()));
         let state = web::Data::new(AppState {
@@ -235,8 +226,71 @@ fn routes_and_docs(cfg: &mut web::ServiceConfig) {
         .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()));
 }
 
+/// New connections the kernel queues while the workers are busy. std binds with 128:
+/// a burst beyond that (1,000 callers at once, measured) waits out the kernel's 1 s SYN
+/// retransmission. Linux caps it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 2048;
+
+/// Binds `listen` (`host:port`; port 0 picks one) with a listen queue of `LISTEN_BACKLOG`.
+pub fn bind(listen: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut last_error = None;
+    for address in listen.to_socket_addrs()? {
+        let attempt = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .and_then(|socket| {
+            socket.set_reuse_address(true)?;
+            socket.bind(&address.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok(TcpListener::from(socket))
+        });
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".into()))
+}
+
+/// Makes sure an operator has a way in: registers `OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY`,
+/// or, when no API key exists at all, creates a first admin key (every org) and prints
+/// it once on stderr. Runs before serving and before `keys create`, so a first key
+/// made on the command line never leaves the service without an admin.
+pub async fn ensure_admin_key(
+    store: &DynStore,
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    match bootstrap(store, settings.bootstrap_admin_key.as_ref(), now).await? {
+        Bootstrap::CreatedFirstKey(key) => {
+            // Deliberately not a log line: the key is shown once, to the operator.
+            eprintln!(
+                "\n  No API key existed, so a first admin key (every org) was created.\n  \
+                 It is shown only now; store it safely:\n\n    {key}\n\n  \
+                 Use it as `Authorization: Bearer <key>`. Create more with POST /api/oauth/keys.\n"
+            );
+        }
+        Bootstrap::RegisteredConfiguredKey => {
+            tracing::info!(
+                "registered OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY as an admin key for every org"
+            );
+        }
+        Bootstrap::Nothing => {}
+    }
+    Ok(())
 }
 
 /// Re-seals every secret, and the key check, under the active key.

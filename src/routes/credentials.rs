@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Org};
-use crate::domain::{EventKind, WorkflowId};
+use crate::domain::{ConnectionStatus, EventKind, WorkflowId};
 use crate::error::{ApiError, FieldErrors, Problem};
 use crate::routes::connections::{OrgHeader, parse_name};
 use crate::routes::extract::QueryParams;
 use crate::service::credentials::{Unavailable, ensure_fresh};
+use crate::service::grants::has_fresh_token;
 use crate::state::AppState;
 use crate::store::{Connection, NewEvent};
 
@@ -158,21 +159,23 @@ pub async fn get_credentials(
             "workflow `{w}` is disabled (a connection it depends on was deleted); enable it with POST /api/oauth/workflows/{w}/enable"
         )));
     }
+    let min_valid = Duration::seconds(min_valid_for);
+    let now = state.clock.now();
+    // A remembered connection only when it can be served as is; anything that may need
+    // a refresh or a status answer is read from the database.
+    let servable = move |conn: &Connection| {
+        conn.status == ConnectionStatus::Completed && has_fresh_token(conn, now, min_valid)
+    };
     let conn = state
         .store
-        .find_for_credentials(&org, &name)
+        .find_for_credentials_cached(&org, &name, &servable)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!("no connection `{name}` in org `{org}` or GLOBAL"))
         })?;
-    let conn = ensure_fresh(
-        state.clone().into_inner(),
-        conn,
-        Duration::seconds(min_valid_for),
-        "credentials",
-    )
-    .await
-    .map_err(unavailable_error)?;
+    let conn = ensure_fresh(state.clone().into_inner(), conn, min_valid, "credentials")
+        .await
+        .map_err(unavailable_error)?;
     let token = conn
         .open_access_token(state.store.keyring())?
         .ok_or_else(|| ApiError::ConnectionUnavailable {

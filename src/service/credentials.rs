@@ -114,13 +114,13 @@ fn unavailable(conn: &Connection) -> Unavailable {
 /// if needed.
 pub async fn ensure_fresh(
     state: Arc<AppState>,
-    conn: Connection,
+    conn: Arc<Connection>,
     min_valid: Duration,
     actor: &'static str,
 ) -> Outcome {
     let now = state.clock.now();
     if has_fresh_token(&conn, now, min_valid) {
-        return Ok(Arc::new(conn));
+        return Ok(conn);
     }
     let still_valid = has_fresh_token(&conn, now, Duration::zero());
     if conn.status != ConnectionStatus::Completed || !renewable(&conn) {
@@ -129,7 +129,7 @@ pub async fn ensure_fresh(
     if conn.next_refresh_attempt_at.is_some_and(|at| at > now) {
         // Cooling down after a transient failure: do not hammer a failing provider.
         return if still_valid {
-            Ok(Arc::new(conn))
+            Ok(conn)
         } else {
             Err(Unavailable::Status {
                 status: conn.status,
@@ -147,9 +147,7 @@ pub async fn ensure_fresh(
         Ok(fresh) if has_fresh_token(&fresh, state.clock.now(), Duration::zero()) => Ok(fresh),
         Ok(fresh) => Err(unavailable(&fresh)),
         // A transient failure while the old token is still valid: serve it.
-        Err(Unavailable::Status { .. }) | Err(Unavailable::Busy) if still_valid => {
-            Ok(Arc::new(conn))
-        }
+        Err(Unavailable::Status { .. }) | Err(Unavailable::Busy) if still_valid => Ok(conn),
         Err(e) => Err(e),
     }
 }

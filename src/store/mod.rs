@@ -4,6 +4,7 @@
 //! Secrets cross this boundary in clear only as `SecretString`; they are sealed on the
 //! way in and opened on the way out with the keyring, bound to org, row and column.
 
+mod lookups;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -18,6 +19,7 @@ use secrecy::SecretString;
 use crate::crypto::{Keyring, OpenError};
 use crate::domain::{ConnectionName, OrgId};
 
+pub use lookups::{Lookups, Usable};
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,24 @@ impl StoreError {
                     || c == "3D000"
             }),
             _ => false,
+        }
+    }
+
+    /// True when the database refused a write because its storage is full: SQLite's
+    /// `SQLITE_FULL` (result code 13, in the low byte of an extended code) or
+    /// PostgreSQL's SQLSTATE 53100 `disk_full`. Reads still work; writes work again once
+    /// there is room, without a restart.
+    pub fn is_storage_full(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            const SQLITE_FULL: i32 = 13;
+            e.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == SQLITE_FULL)
+        } else {
+            e.code().is_some_and(|c| c == "53100")
         }
     }
 }
@@ -159,6 +179,15 @@ pub trait Store: Send + Sync + 'static {
         org: &OrgId,
         name: &ConnectionName,
     ) -> StoreResult<Option<Connection>>;
+    /// `find_for_credentials`, answered from this process's memory when it read the same
+    /// lookup moments ago and `usable` accepts the connection it remembers (see
+    /// `lookups.rs` for exactly when).
+    async fn find_for_credentials_cached(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+        usable: &Usable,
+    ) -> StoreResult<Option<Arc<Connection>>>;
     /// Takes the refresh lease of a connection if nobody holds a live one. The lease
     /// makes one replica the only one calling the provider for this grant.
     async fn try_lease(
@@ -298,11 +327,12 @@ impl AnyPool {
         }
     }
 
-    /// A store over this pool that seals with `keyring` (pools are shared handles).
-    pub fn store(&self, keyring: Arc<Keyring>) -> DynStore {
+    /// A store over this pool that seals with `keyring` (pools are shared handles) and
+    /// remembers credentials lookups in `lookups` (`Lookups::off()` for none).
+    pub fn store(&self, keyring: Arc<Keyring>, lookups: Lookups) -> DynStore {
         match self {
-            AnyPool::Sqlite(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring)),
-            AnyPool::Postgres(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring)),
+            AnyPool::Sqlite(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring, lookups)),
+            AnyPool::Postgres(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring, lookups)),
         }
     }
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
+use super::lookups::{Lookups, Usable};
 use super::types::*;
 use super::{Backend, Leased, Store, StoreError, StoreResult};
 use crate::crypto::{Aad, Keyring};
@@ -21,11 +22,16 @@ use crate::domain::{
 pub struct SqlStore<DB: sqlx::Database> {
     pub(super) pool: sqlx::Pool<DB>,
     keyring: Arc<Keyring>,
+    lookups: Lookups,
 }
 
 impl<DB: sqlx::Database> SqlStore<DB> {
-    pub fn new(pool: sqlx::Pool<DB>, keyring: Arc<Keyring>) -> Self {
-        Self { pool, keyring }
+    pub fn new(pool: sqlx::Pool<DB>, keyring: Arc<Keyring>, lookups: Lookups) -> Self {
+        Self {
+            pool,
+            keyring,
+            lookups,
+        }
     }
 }
 
@@ -495,7 +501,9 @@ macro_rules! impl_store {
                     ..event
                 };
                 insert_event!(&mut *tx, &event);
-                tx.commit().await?;
+                let committed = tx.commit().await;
+                self.lookups.wrote(new.name.as_str());
+                committed?;
                 row.try_into()
             }
 
@@ -699,7 +707,9 @@ macro_rules! impl_store {
                 for event in &events {
                     insert_event!(&mut *tx, event);
                 }
-                tx.commit().await?;
+                let committed = tx.commit().await;
+                self.lookups.wrote(conn.name.as_str());
+                committed?;
                 row.try_into()
             }
 
@@ -748,7 +758,12 @@ macro_rules! impl_store {
                 }
                 // The audit trail outlives the connection.
                 insert_event!(&mut *tx, &event);
-                tx.commit().await?;
+                let committed = tx.commit().await;
+                self.lookups.wrote(conn.name.as_str());
+                if disable_workflows {
+                    self.lookups.wrote_workflows();
+                }
+                committed?;
                 Ok(())
             }
 
@@ -807,6 +822,22 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(Connection::try_from).transpose()
+            }
+
+            async fn find_for_credentials_cached(
+                &self,
+                org: &OrgId,
+                name: &ConnectionName,
+                usable: &Usable,
+            ) -> StoreResult<Option<Arc<Connection>>> {
+                if let Some(known) = self.lookups.get(org.as_str(), name.as_str(), usable) {
+                    return Ok(known);
+                }
+                let ticket = self.lookups.ticket();
+                let found = self.find_for_credentials(org, name).await?.map(Arc::new);
+                self.lookups
+                    .remember(ticket, org.as_str(), name.as_str(), found.clone());
+                Ok(found)
             }
 
             async fn try_lease(
@@ -990,6 +1021,10 @@ macro_rules! impl_store {
             }
 
             async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool> {
+                if let Some(disabled) = self.lookups.disabled(org.as_str(), workflow_id) {
+                    return Ok(disabled);
+                }
+                let ticket = self.lookups.ticket();
                 // count(*) is a bigint on both backends (a bare `1` is int4 on PostgreSQL).
                 let (n,): (i64,) = sqlx::query_as(
                     "select count(*) from disabled_workflows where workflow_id = $1 and org_id = $2",
@@ -998,6 +1033,8 @@ macro_rules! impl_store {
                 .bind(org.as_str())
                 .fetch_one(&self.pool)
                 .await?;
+                self.lookups
+                    .remember_disabled(ticket, org.as_str(), workflow_id, n > 0);
                 Ok(n > 0)
             }
 
@@ -1027,8 +1064,9 @@ macro_rules! impl_store {
                     .bind(workflow_id)
                     .bind(org.as_str())
                     .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+                    .await;
+                self.lookups.wrote_workflows();
+                Ok(done?.rows_affected() == 1)
             }
 
             async fn insert_obo_session(

@@ -155,6 +155,11 @@ on_both_backends! {
         let key = app.create_key("acme-workflows", "workflow", "acme").await;
         register(&app, &key, Some("acme"), "wf-2", "graph").await;
         register(&app, &key, Some("acme"), "wf-1", "graph").await;
+        let as_wf1 = || {
+            app.with_key(&key, Method::GET, "/api/oauth/credentials/graph", Some("acme"))
+                .header("X-Workflow-Id", "wf-1")
+        };
+        expect(as_wf1(), 200, "wf-1 reading before the deletion").await;
 
         // Without confirmation: 409 naming them, nothing changes.
         let problem = assert_refused(
@@ -189,10 +194,6 @@ on_both_backends! {
 
         // A disabled workflow may not read, even once the connection is back.
         app.create_connection(Some("acme"), &client_credentials_body("graph", &token_url)).await;
-        let as_wf1 = || {
-            app.with_key(&key, Method::GET, "/api/oauth/credentials/graph", Some("acme"))
-                .header("X-Workflow-Id", "wf-1")
-        };
         let problem = assert_refused(&app, "a disabled workflow reading", as_wf1(), 403, "forbidden", None).await;
         assert!(!problem.to_string().contains("at-"), "{problem}");
 
