@@ -71,6 +71,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let name = crate::service::keys::parse_key_name(&name)
                 .map_err(|_| anyhow::anyhow!("--name must match ^[A-Za-z0-9_.-]{{1,100}}$"))?;
             let store = open_store(&settings).await?;
+            crate::startup::ensure_admin_key(&store, &settings, chrono::Utc::now()).await?;
             let (record, key) =
                 crate::service::keys::create(&store, name, role, scope, "cli", chrono::Utc::now())
                     .await

@@ -429,6 +429,66 @@ async fn keys_create_prints_a_working_key_on_stdout() {
 }
 
 #[tokio::test]
+async fn a_first_key_made_with_keys_create_still_leaves_an_admin_key() {
+    // A fresh database, and a workflow key as the very first key.
+    let broker = Broker::new();
+    let done = broker
+        .run(
+            &[
+                "keys", "create", "--name", "ci", "--role", "workflow", "--org", "acme",
+            ],
+            &[],
+        )
+        .await;
+    assert!(
+        done.status.success(),
+        "keys create exits 0: {}",
+        done.stderr
+    );
+    let workflow_key = done.stdout.trim().to_owned();
+    let admins = printed_keys(&done.stderr);
+    assert_eq!(
+        admins.len(),
+        1,
+        "a first admin key is printed on stderr: {}",
+        done.stderr
+    );
+    assert!(
+        !admins.contains(&workflow_key),
+        "and it is not the workflow key"
+    );
+
+    // The service starts without printing another, and the printed one administers
+    // every org.
+    let server = broker.serve(&[]).await;
+    let res = server
+        .request(&admins[0], reqwest::Method::GET, "/api/oauth/keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "the printed key is an admin key for every org"
+    );
+    let list: Value = res.json().await.unwrap();
+    let names: Vec<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "the admin key and `ci`: {list}");
+    assert!(names.contains(&"ci"), "{list}");
+    let (status, stderr) = server.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        printed_keys(&stderr).is_empty(),
+        "serve prints no second admin key: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn serve_refuses_to_start_when_the_key_file_of_existing_data_is_missing() {
     let broker = Broker::new();
     let admin = broker.first_start().await;

@@ -108,45 +108,80 @@ pub struct CreateConnectionRequest {
     pub assertion_validation: Option<AssertionValidation>,
 }
 
-/// An edit; every field is optional and absent fields are left as they are. Changing
-/// `client_id`, `client_secret`, a URL, `scopes` or the flow discards stored tokens and
-/// resets the status to `not_connected`.
+/// An edit; every field is optional and absent fields are left as they are (`null` is
+/// refused, except where it removes a value). Changing `client_id`, `client_secret`, a
+/// URL, `scopes` or the flow discards stored tokens and resets the status to
+/// `not_connected`.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchConnectionRequest {
     /// Connections cannot be renamed; if given it must equal the current name.
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub connection_name: Option<String>,
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub oauth_flow_type: Option<FlowType>,
     /// Validation: 1 to 512 characters.
     #[validate(length(min = 1, max = 512))]
-    #[schema(min_length = 1, max_length = 512)]
+    #[schema(nullable = false, min_length = 1, max_length = 512)]
+    #[serde(default, deserialize_with = "not_null")]
     pub client_id: Option<String>,
     /// Write-only; `null` removes it (a public client).
     #[schema(value_type = Option<String>, format = Password)]
     #[serde(default, deserialize_with = "double_option")]
     pub client_secret: Option<Option<SecretString>>,
     #[validate(custom(function = "valid_url"))]
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub authorization_url: Option<String>,
     #[validate(custom(function = "valid_url"))]
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub token_url: Option<String>,
     #[validate(custom(function = "valid_scopes"))]
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub scopes: Option<Vec<String>>,
     /// Write-only: imports a new grant for the refresh_token flow.
-    #[schema(value_type = Option<String>, format = Password, min_length = 1, max_length = 8192)]
+    #[schema(nullable = false, value_type = Option<String>, format = Password, min_length = 1, max_length = 8192)]
+    #[serde(default, deserialize_with = "not_null")]
     pub refresh_token: Option<SecretString>,
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub token_auth_method: Option<TokenAuthMethod>,
     #[validate(custom(function = "valid_params"))]
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub extra_authorization_params: Option<BTreeMap<String, String>>,
     #[validate(custom(function = "valid_params"))]
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub extra_token_params: Option<BTreeMap<String, String>>,
     /// `null` removes it.
     #[schema(value_type = Option<String>)]
     #[serde(default, deserialize_with = "double_option")]
     #[validate(custom(function = "valid_url"))]
     pub test_url: Option<Option<String>>,
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub obo_grant: Option<OboGrant>,
     #[validate(nested)]
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "not_null")]
     pub assertion_validation: Option<AssertionValidation>,
+}
+
+/// An edit's field that may be left out (kept as it is) but not set to `null`: a
+/// `null` would otherwise read as "absent" and silently change nothing.
+fn not_null<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de)?
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("may be left out, but not null"))
 }
 
 /// Distinguishes an absent field (`None`) from `null` (`Some(None)`).

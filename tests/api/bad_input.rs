@@ -230,6 +230,9 @@ on_both_backends! {
             ("switching to a flow whose needs are missing", json!({"oauth_flow_type": "refresh_token"}), Some("refresh_token")),
             ("a wrong type", json!({"scopes": "read"}), Some("scopes")),
             ("an empty refresh_token", json!({"refresh_token": ""}), Some("refresh_token")),
+            ("null as client_id (only absent means unchanged)", json!({"client_id": null}), Some("client_id")),
+            ("null as token_url", json!({"token_url": null}), Some("token_url")),
+            ("null as scopes", json!({"scopes": null}), Some("scopes")),
         ];
         for (reason, body, field) in cases {
             let request = app.admin(Method::PATCH, path, Some("acme")).json(&body);
