@@ -49,8 +49,13 @@ pub enum KeyringError {
     Empty,
     #[error("encryption key entry {0} is not of the form `kid:base64key`")]
     Malformed(usize),
-    #[error("encryption key id `{0}` must match [A-Za-z0-9_-]{{1,32}}")]
-    BadKeyId(String),
+    /// By position, not by text: what stands where the id should may be the key itself
+    /// (`base64key:kid`), which must not reach a log.
+    #[error(
+        "encryption key entry {0} has no valid key id: write entries as `kid:base64key`, \
+         the id matching [A-Za-z0-9_-]{{1,32}}"
+    )]
+    BadKeyId(usize),
     #[error("encryption key `{0}` is not valid base64 of exactly 32 bytes")]
     BadKey(String),
     #[error("encryption key id `{0}` appears twice")]
@@ -118,7 +123,7 @@ impl Keyring {
                 .split_once(':')
                 .ok_or(KeyringError::Malformed(index + 1))?;
             if !valid_kid(kid) {
-                return Err(KeyringError::BadKeyId(kid.to_owned()));
+                return Err(KeyringError::BadKeyId(index + 1));
             }
             let raw = STANDARD
                 .decode(b64.trim())
@@ -229,6 +234,11 @@ impl Keyring {
         else {
             return Err(OpenError::Malformed);
         };
+        // A kid no keyring could hold is damage, not a missing key; and it is not echoed
+        // (errors stay short and printable whatever the column held).
+        if !valid_kid(kid) {
+            return Err(OpenError::Malformed);
+        }
         let cipher = self
             .ciphers
             .get(kid)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use oauth2::RequestTokenError;
 use oauth2::basic::BasicErrorResponse;
 
-use super::outbound::{Call, TransportError};
+use super::outbound::TransportError;
 
 /// RFC 6749 5.2 error codes that no retry will fix.
 const PERMANENT: &[&str] = &[
@@ -59,12 +59,13 @@ impl ProviderError {
         }
     }
 
+    /// What a failed token request means, given the last HTTP status the call saw
+    /// (`None`: no answer) and the provider's `Retry-After`.
     pub(super) fn classify(
         error: RequestTokenError<TransportError, BasicErrorResponse>,
-        call: &Call,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
     ) -> Self {
-        let status = call.last_status();
-        let retry_after = call.retry_after();
         let transient_status = status.is_some_and(|s| s >= 500 || s == 429);
         match error {
             RequestTokenError::ServerResponse(e) => {

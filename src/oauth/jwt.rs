@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::Outbound;
+use super::{Outbound, sanitize};
 
 pub const SKEW_SECONDS: i64 = 60;
 const JWKS_TTL: Duration = Duration::from_secs(3600);
@@ -36,6 +38,7 @@ pub enum JwtError {
     Algorithm(String),
     #[error("the assertion has no `kid` header")]
     NoKeyId,
+    /// The kid as `sanitize` shows it: printable and bounded, since anyone can send one.
     #[error("no key `{0}` in the issuer's JWKS")]
     UnknownKey(String),
     #[error("the assertion's signature does not verify")]
@@ -98,11 +101,10 @@ pub fn downstream_resources(scopes: &[String]) -> Vec<String> {
 /// refuse chained tokens when no validation is configured.
 pub fn unverified_audiences(token: &str) -> Vec<String> {
     // Only the payload is read (base64url JSON); nothing here is trusted beyond refusing.
-    use base64::Engine;
     let Some(payload) = token.split('.').nth(1) else {
         return Vec::new();
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
@@ -143,7 +145,17 @@ impl JwksCache {
     }
 
     fn usable(jwk: &jsonwebtoken::jwk::Jwk, kid: &str) -> Result<DecodingKey, JwtError> {
-        DecodingKey::from_jwk(jwk).map_err(|_| JwtError::Jwks(format!("key `{kid}` is not usable")))
+        let unusable = || JwtError::Jwks(format!("key `{kid}` is not usable"));
+        // jsonwebtoken 11's Ed25519 verifier slices the key to 32 bytes unchecked: a
+        // JWKS with a shorter `x` (RFC 8037 2) would panic on the first token it checks.
+        if let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm
+            && URL_SAFE_NO_PAD
+                .decode(&okp.x)
+                .map_or(true, |x| x.len() != 32)
+        {
+            return Err(unusable());
+        }
+        DecodingKey::from_jwk(jwk).map_err(|_| unusable())
     }
 
     async fn key(&self, url: &str, kid: &str) -> Result<DecodingKey, JwtError> {
@@ -166,13 +178,13 @@ impl JwksCache {
             // Refetch for an unknown kid at most every 30 s, so random kids cannot make
             // us hammer the issuer.
             if fetched.is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH) {
-                return Err(JwtError::UnknownKey(kid.to_owned()));
+                return Err(JwtError::UnknownKey(sanitize(kid)));
             }
         }
         let set = self.fetch(url).await?;
         let jwk = set
             .find(kid)
-            .ok_or_else(|| JwtError::UnknownKey(kid.to_owned()))?;
+            .ok_or_else(|| JwtError::UnknownKey(sanitize(kid)))?;
         Self::usable(jwk, kid)
     }
 
@@ -219,11 +231,12 @@ impl JwksCache {
             .get("exp")
             .and_then(|v| v.as_i64())
             .ok_or(JwtError::NoExpiry)?;
-        if exp + SKEW_SECONDS < now {
+        // Saturating: the numbers are the token's, and any i64 parses.
+        if exp.saturating_add(SKEW_SECONDS) < now {
             return Err(JwtError::Expired);
         }
         if let Some(nbf) = claims.get("nbf").and_then(|v| v.as_i64())
-            && nbf - SKEW_SECONDS > now
+            && nbf.saturating_sub(SKEW_SECONDS) > now
         {
             return Err(JwtError::NotYetValid);
         }

@@ -12,7 +12,14 @@ pub use error::{ProviderError, sanitize};
 pub use jwt::{AssertionRules, JwksCache, JwtError, downstream_resources, unverified_audiences};
 pub use obo::{OboError, OboExchange};
 pub use outbound::{Outbound, OutboundConfig};
-pub use token::{LenientTokenResponse, TokenSet};
+pub use token::{LenientTokenResponse, MAX_EXPIRES_IN, TokenSet};
+
+// For the parser fuzz tests (`tests/fuzz_parsers.rs`), not an API: the reader of
+// on-behalf-of replies, and the error type their fake HTTP client returns.
+#[doc(hidden)]
+pub use obo::read_reply as read_obo_reply;
+#[doc(hidden)]
+pub use outbound::TransportError;
 
 use std::sync::Arc;
 

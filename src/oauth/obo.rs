@@ -151,21 +151,26 @@ impl ProviderClient {
             .send(request)
             .await
             .map_err(|e| OboError::Provider(e.to_string()))?;
-        let status = response.status().as_u16();
-        if status == 200 {
-            let parsed: LenientTokenResponse =
-                serde_json::from_slice(response.body()).map_err(|_| {
-                    OboError::Provider("the token response is not a valid token response".into())
-                })?;
-            return TokenSet::from_response(parsed).map_err(|e| OboError::Provider(e.to_string()));
-        }
-        let Ok(reply) = serde_json::from_slice::<ErrorReply>(response.body()) else {
-            return Err(OboError::Provider(format!(
-                "HTTP {status} with a body that is not an OAuth error response"
-            )));
-        };
-        Err(classify(status, reply))
+        read_reply(response.status().as_u16(), response.body())
     }
+}
+
+/// The provider's answer to an exchange: its status (any 2xx already made 200 by the
+/// HTTP client) and body. Public for the parser fuzz tests only.
+#[doc(hidden)]
+pub fn read_reply(status: u16, body: &[u8]) -> Result<TokenSet, OboError> {
+    if status == 200 {
+        let parsed: LenientTokenResponse = serde_json::from_slice(body).map_err(|_| {
+            OboError::Provider("the token response is not a valid token response".into())
+        })?;
+        return TokenSet::from_response(parsed).map_err(|e| OboError::Provider(e.to_string()));
+    }
+    let Ok(reply) = serde_json::from_slice::<ErrorReply>(body) else {
+        return Err(OboError::Provider(format!(
+            "HTTP {status} with a body that is not an OAuth error response"
+        )));
+    };
+    Err(classify(status, reply))
 }
 
 fn classify(status: u16, reply: ErrorReply) -> OboError {

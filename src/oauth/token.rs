@@ -16,6 +16,10 @@ pub struct LenientTokenType(String);
 
 impl oauth2::TokenType for LenientTokenType {}
 
+/// The longest lifetime believed: ten years. Callers add `expires_in` to a `DateTime`,
+/// which panics past year 262143, and a provider may send any number.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 fn bearer() -> LenientTokenType {
     LenientTokenType("Bearer".into())
 }
@@ -80,7 +84,8 @@ pub struct TokenSet {
     pub access_token: SecretString,
     /// `Bearer` normalised to its canonical case.
     pub token_type: String,
-    /// `None`: the provider did not say (RFC 6749 5.1 makes it optional).
+    /// `None`: the provider did not say (RFC 6749 5.1 makes it optional). At most
+    /// `MAX_EXPIRES_IN`.
     pub expires_in: Option<Duration>,
     /// `None`: keep the refresh token we have (RFC 6749 6).
     pub refresh_token: Option<SecretString>,
@@ -102,7 +107,18 @@ impl TokenSet {
         result: Result<LenientTokenResponse, RequestTokenError<TransportError, BasicErrorResponse>>,
         call: &Call,
     ) -> Result<Self, ProviderError> {
-        let response = result.map_err(|e| ProviderError::classify(e, call))?;
+        Self::from_reply(result, call.last_status(), call.retry_after())
+    }
+
+    /// `from_result` without the call: the status and `Retry-After` it saw. Public for
+    /// the parser fuzz tests only (`tests/fuzz_parsers.rs`).
+    #[doc(hidden)]
+    pub fn from_reply(
+        result: Result<LenientTokenResponse, RequestTokenError<TransportError, BasicErrorResponse>>,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    ) -> Result<Self, ProviderError> {
+        let response = result.map_err(|e| ProviderError::classify(e, status, retry_after))?;
         Self::from_response(response)
     }
 
@@ -121,7 +137,7 @@ impl TokenSet {
         Ok(TokenSet {
             access_token: SecretString::from(response.access_token.secret().clone()),
             token_type,
-            expires_in: response.expires_in(),
+            expires_in: response.expires_in().map(|d| d.min(MAX_EXPIRES_IN)),
             refresh_token: response
                 .refresh_token
                 .as_ref()

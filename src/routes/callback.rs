@@ -12,8 +12,18 @@ use crate::error::ApiError;
 use crate::service::authorization::{self, CallbackOutcome, CallbackParams};
 use crate::state::AppState;
 
-/// The strictest policy that still renders the page: no scripts, no loads, no framing.
-pub const CALLBACK_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The page's only style, inline. Its hash is in `CALLBACK_CSP`: change both together
+/// (a unit test below checks they match).
+const CALLBACK_STYLE: &str =
+    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem}";
+
+/// The strictest policy that still renders the page: no scripts, no loads, no framing,
+/// no forms, no `<base>`, and only the one stylesheet above, allowed by its hash rather
+/// than `'unsafe-inline'` (CSP Level 3, hash-source), so even markup that slipped past
+/// the escaping could not style or restyle the page.
+pub const CALLBACK_CSP: &str = "default-src 'none'; \
+     style-src 'sha256-A3PT2H/PQtyCSGiDBxujNIRSQNm9st6/StRARd6aZdA='; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -80,7 +90,9 @@ pub async fn callback_post(
     Ok(render(&outcome))
 }
 
-fn render(outcome: &CallbackOutcome) -> HttpResponse {
+/// The answer to the browser. Public for the parser fuzz tests only.
+#[doc(hidden)]
+pub fn render(outcome: &CallbackOutcome) -> HttpResponse {
     if let Some(return_to) = &outcome.return_to
         && let Ok(mut url) = url::Url::parse(return_to)
     {
@@ -99,11 +111,13 @@ fn render(outcome: &CallbackOutcome) -> HttpResponse {
             "Authorization failed",
         )
     };
+    // Quotes are escaped too, not only `&<>`: provider text must not be able to leave
+    // an attribute should the markup around it ever put it in one.
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem}}</style>\
+         <style>{CALLBACK_STYLE}</style>\
          </head><body><h1>{title}</h1><p>{}</p></body></html>",
-        html_escape::encode_text(&outcome.message)
+        html_escape::encode_quoted_attribute(&outcome.message)
     );
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
@@ -111,4 +125,25 @@ fn render(outcome: &CallbackOutcome) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("Referrer-Policy", "no-referrer"))
         .body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use sha2::Digest;
+
+    use super::*;
+
+    #[test]
+    fn the_policy_allows_exactly_the_page_s_own_style() {
+        let digest = sha2::Sha256::digest(CALLBACK_STYLE.as_bytes());
+        let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+        let style_src = CALLBACK_CSP
+            .split(';')
+            .map(str::trim)
+            .find_map(|d| d.strip_prefix("style-src "))
+            .expect("a style-src directive");
+        assert_eq!(style_src, format!("'sha256-{hash}'"));
+        assert!(!CALLBACK_CSP.contains("unsafe"), "{CALLBACK_CSP}");
+    }
 }

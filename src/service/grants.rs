@@ -108,8 +108,9 @@ pub async fn record_tokens(
     };
     let mut next = conn.clone();
     next.token_type = Some(tokens.token_type.clone());
-    next.token_expires_at =
-        Some(now + Duration::seconds(lifetime.min(i64::MAX as u64 / 2000) as i64));
+    // Capped (ten years) so neither a provider nor the setting can overflow the date.
+    let lifetime = lifetime.min(crate::oauth::MAX_EXPIRES_IN.as_secs());
+    next.token_expires_at = Some(now + Duration::seconds(lifetime as i64));
     if tokens.scopes.is_some() {
         next.token_scopes = tokens.scopes.clone();
     }
