@@ -164,6 +164,7 @@ impl Application {
             clock,
             settings,
             keys: Default::default(),
+            failed_auths: Default::default(),
             metrics: Arc::new(Metrics::default()),
         });
         let server_state = state.clone();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::KeyCache;
+use crate::auth::{FailedAuths, KeyCache};
 use crate::clock::DynClock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -15,6 +15,8 @@ pub struct AppState {
     /// Base of `redirect_uri`, without a trailing slash.
     pub public_base: String,
     pub keys: KeyCache,
+    /// Refused authentications, counted to log bursts.
+    pub failed_auths: FailedAuths,
     pub metrics: Arc<Metrics>,
     pub provider: crate::oauth::ProviderClient,
     /// In-process single flight of refreshes.

@@ -15,4 +15,5 @@ mod obo;
 mod openapi;
 mod refresher;
 mod secrets;
+mod security;
 mod workflows;
