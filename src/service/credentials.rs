@@ -4,6 +4,7 @@
 //! row once they hold it (another replica may just have refreshed).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -192,10 +193,56 @@ async fn refresh_with_lease(
     refreshed_since: Option<DateTime<Utc>>,
     actor: &'static str,
 ) -> FlightOutcome {
-    let internal = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "store failure during a refresh");
-        Unavailable::Internal(e.to_string())
-    };
+    with_lease(
+        state,
+        Leased::Connection,
+        id,
+        || refresh_holding_lease(state, id, min_valid, refreshed_since, actor),
+        || async {
+            let Some(conn) = state
+                .store
+                .get_connection_by_id(id)
+                .await
+                .map_err(store_failure)?
+            else {
+                return Err(Unavailable::Status {
+                    status: ConnectionStatus::NotConnected,
+                    message: Some("the connection was deleted".into()),
+                });
+            };
+            if done_already(&conn, state.clock.now(), min_valid, refreshed_since) {
+                return Ok(Some((Arc::new(conn), false)));
+            }
+            if conn.status != ConnectionStatus::Completed {
+                return Err(unavailable(&conn));
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+fn store_failure(e: crate::store::StoreError) -> Unavailable {
+    tracing::error!(error = %e, "store failure during a refresh");
+    Unavailable::Internal(e.to_string())
+}
+
+/// Runs `holding` while this process holds the refresh lease of row `id`, so that one
+/// replica only calls the provider for it. While another replica holds the lease, polls
+/// `waiting` (which re-reads the row: `Some` when the other replica's work answers this
+/// caller too) until `WAIT_FOR_OTHER_REPLICA` has passed, then answers `Busy`. A lease
+/// this process cannot release expires by itself after `LEASE_SECONDS`.
+pub async fn with_lease<T, Held, Wait>(
+    state: &AppState,
+    what: Leased,
+    id: &str,
+    holding: impl FnOnce() -> Held,
+    mut waiting: impl FnMut() -> Wait,
+) -> Result<T, Unavailable>
+where
+    Held: Future<Output = Result<T, Unavailable>>,
+    Wait: Future<Output = Result<Option<T>, Unavailable>>,
+{
     let owner = format!("{}:{}", state.replica_id, uuid::Uuid::new_v4().simple());
     let deadline = Instant::now() + WAIT_FOR_OTHER_REPLICA;
     loop {
@@ -203,43 +250,24 @@ async fn refresh_with_lease(
         let leased = state
             .store
             .try_lease(
-                Leased::Connection,
+                what,
                 id,
                 &owner,
                 now,
                 now + Duration::seconds(LEASE_SECONDS),
             )
             .await
-            .map_err(internal)?;
+            .map_err(store_failure)?;
         if leased {
-            let result = refresh_holding_lease(state, id, min_valid, refreshed_since, actor).await;
-            if let Err(e) = state
-                .store
-                .release_lease(Leased::Connection, id, &owner)
-                .await
-            {
-                // It expires by itself; nothing is stuck beyond LEASE_SECONDS.
+            let result = holding().await;
+            if let Err(e) = state.store.release_lease(what, id, &owner).await {
                 tracing::warn!(error = %e, "could not release a refresh lease");
             }
             return result;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        let Some(conn) = state
-            .store
-            .get_connection_by_id(id)
-            .await
-            .map_err(internal)?
-        else {
-            return Err(Unavailable::Status {
-                status: ConnectionStatus::NotConnected,
-                message: Some("the connection was deleted".into()),
-            });
-        };
-        if done_already(&conn, state.clock.now(), min_valid, refreshed_since) {
-            return Ok((Arc::new(conn), false));
-        }
-        if conn.status != ConnectionStatus::Completed {
-            return Err(unavailable(&conn));
+        if let Some(answer) = waiting().await? {
+            return Ok(answer);
         }
         if Instant::now() >= deadline {
             return Err(Unavailable::Busy);
@@ -254,10 +282,7 @@ async fn refresh_holding_lease(
     refreshed_since: Option<DateTime<Utc>>,
     actor: &'static str,
 ) -> FlightOutcome {
-    let internal = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "store failure during a refresh");
-        Unavailable::Internal(e.to_string())
-    };
+    let internal = store_failure;
     // Re-read under the lease: another replica may have refreshed meanwhile.
     let Some(conn) = state
         .store

@@ -15,7 +15,7 @@ use crate::error::{ApiError, FieldErrors};
 use crate::oauth::{
     AssertionRules, JwksCache, OboError, OboExchange, Outbound, ProviderError, TokenSet,
 };
-use crate::service::credentials::{LEASE_SECONDS, SingleFlight, Unavailable};
+use crate::service::credentials::{SingleFlight, Unavailable, with_lease};
 use crate::state::AppState;
 use crate::store::{Connection, Leased, NewEvent, OboSession, SecretWrite, SecretWrites};
 
@@ -563,45 +563,25 @@ async fn refresh_session_leased(
     id: &str,
     min_valid: Duration,
 ) -> SessionOutcome {
-    let internal = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "store failure during a session refresh");
-        Unavailable::Internal(e.to_string())
-    };
-    let owner = format!("{}:{}", state.replica_id, uuid::Uuid::new_v4().simple());
-    let deadline = std::time::Instant::now() + crate::service::credentials::WAIT_FOR_OTHER_REPLICA;
-    loop {
-        let now = state.clock.now();
-        if state
-            .store
-            .try_lease(
-                Leased::OboSession,
-                id,
-                &owner,
-                now,
-                now + Duration::seconds(LEASE_SECONDS),
-            )
-            .await
-            .map_err(internal)?
-        {
-            let result = refresh_session_holding_lease(state, id, min_valid).await;
-            let _ = state
-                .store
-                .release_lease(Leased::OboSession, id, &owner)
-                .await;
-            return result;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let session = state.store.get_obo_session(id).await.map_err(internal)?;
-        if let Some(s) = session
-            && s.token_expires_at
-                .is_some_and(|at| at > state.clock.now() + min_valid)
-        {
-            return Ok(Arc::new(s));
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(Unavailable::Busy);
-        }
-    }
+    with_lease(
+        state,
+        Leased::OboSession,
+        id,
+        || refresh_session_holding_lease(state, id, min_valid),
+        || async {
+            let session = state.store.get_obo_session(id).await.map_err(|e| {
+                tracing::error!(error = %e, "store failure during a session refresh");
+                Unavailable::Internal(e.to_string())
+            })?;
+            Ok(session
+                .filter(|s| {
+                    s.token_expires_at
+                        .is_some_and(|at| at > state.clock.now() + min_valid)
+                })
+                .map(Arc::new))
+        },
+    )
+    .await
 }
 
 async fn refresh_session_holding_lease(
