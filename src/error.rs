@@ -234,6 +234,10 @@ pub enum ApiError {
     /// The database cannot be reached.
     #[error("the database is unavailable")]
     Unavailable,
+    /// The database's storage is full: writes are refused until an operator makes room
+    /// (reads still work). Code `unavailable`, with a detail that says why.
+    #[error("the database's storage is full")]
+    StorageFull,
     /// The path exists, the method does not.
     #[error("method not allowed (allowed: {allow})")]
     MethodNotAllowed { allow: String },
@@ -262,7 +266,7 @@ impl ApiError {
             Self::Busy { .. } => ErrorCode::Busy,
             Self::Obo { code, .. } => *code,
             Self::Gone(_) => ErrorCode::Gone,
-            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Unavailable | Self::StorageFull => ErrorCode::Unavailable,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -299,6 +303,9 @@ impl ApiError {
             Self::Busy { detail, .. } => detail.clone(),
             Self::Gone(d) => d.clone(),
             Self::Unavailable => "the database is unavailable; retry shortly".into(),
+            Self::StorageFull => "the database's storage is full, so nothing was changed; reads \
+                                  still work. Retry once an operator has freed space"
+                .into(),
             Self::MethodNotAllowed { allow } => format!("this path allows {allow}"),
             Self::Obo {
                 detail,
@@ -358,7 +365,7 @@ impl ResponseError for ApiError {
             Self::Provider(_) => StatusCode::BAD_GATEWAY,
             Self::Busy { status, .. } => *status,
             Self::Gone(_) => StatusCode::GONE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Obo { code, .. } => match code {
                 ErrorCode::OboMisconfigured | ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
@@ -381,6 +388,10 @@ impl ResponseError for ApiError {
         }
         if matches!(self, Self::Unavailable) {
             response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        if matches!(self, Self::StorageFull) {
+            // Space rarely comes back within seconds: a slower retry.
+            response.insert_header((header::RETRY_AFTER, "30"));
         }
         if matches!(self, Self::Unauthorized(_)) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -416,6 +427,16 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Stale => ApiError::Conflict(
                 "the resource was changed by another request; read it again and retry".into(),
             ),
+            // Before `is_unavailable`, which counts PostgreSQL's disk_full too: the
+            // operator needs to know it is space, not the network.
+            other if other.is_storage_full() => {
+                let cause = anyhow::Error::from(other);
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "the database's storage is full: writes fail until space is freed"
+                );
+                ApiError::StorageFull
+            }
             other if other.is_unavailable() => {
                 tracing::error!(error = %other, "database unavailable");
                 ApiError::Unavailable

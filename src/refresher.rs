@@ -4,6 +4,11 @@
 //! (memory stays flat), calls providers with bounded concurrency, and uses the same
 //! single flight and leases as the credentials endpoint, so it never races a caller or
 //! another replica.
+//!
+//! A run's record says "running" until the run finishes it. A process that dies mid-run
+//! never does, so a run beats a heartbeat on its record while it goes, and a record
+//! silent for `SILENT_AFTER` is finished as interrupted (`finish_interrupted`, before
+//! each run and whenever the status is read). Its leases lapse by themselves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,14 @@ const MAX_RECORDED_ERRORS: usize = 100;
 /// A connection refreshed this recently (by anyone) is not refreshed again by a run:
 /// with several replicas each due connection is refreshed once per cycle.
 const RECENTLY_REFRESHED_MINUTES: i64 = 5;
+/// How often a run in progress records that its process is alive.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A run silent this long (six heartbeats: a slow database or replicas' clocks a few
+/// seconds apart are no false alarm) is taken for dead. Should a live run be taken for
+/// dead all the same, its own end overwrites the record.
+const SILENT_AFTER: Duration = Duration::seconds(30);
+const INTERRUPTED: &str = "interrupted: the process running this run stopped before it \
+                           finished; connections it did not reach are refreshed by a later run";
 
 #[derive(Default)]
 pub struct Refresher {
@@ -84,10 +97,12 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         skipped: 0,
         errors: Vec::new(),
     };
+    finish_interrupted(state).await;
     if let Err(e) = state.store.insert_refresh_run(&run).await {
         tracing::error!(error = %e, "could not record the start of a refresher run");
     }
     *state.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+    let _heartbeat = Heartbeat::start(state.clone(), run.id.clone());
     if let Err(e) = state.store.purge_expired_pending(started).await {
         tracing::warn!(error = %e, "could not purge expired pending authorizations");
     }
@@ -223,6 +238,53 @@ async fn refresh_sessions(
                 }
             }
         }
+    }
+}
+
+/// Finishes as interrupted the runs whose process stopped before finishing them.
+pub async fn finish_interrupted(state: &AppState) {
+    let error = RunError {
+        org_id: "-".into(),
+        connection_name: "-".into(),
+        message: INTERRUPTED.into(),
+    };
+    match state
+        .store
+        .finish_silent_refresh_runs(state.clock.now() - SILENT_AFTER, &error)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            runs = n,
+            "refresher runs left unfinished by a process that stopped were recorded as interrupted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not look for interrupted refresher runs"),
+    }
+}
+
+/// Beats the run's heartbeat every `HEARTBEAT_EVERY` until dropped (with the run).
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(state: Arc<AppState>, run_id: String) -> Self {
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                if let Err(e) = state
+                    .store
+                    .beat_refresh_run(&run_id, state.clock.now())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record the refresher run's heartbeat");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -63,6 +63,7 @@ pub struct RunStarted {
 #[get("/refresh/status")]
 pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
+    crate::refresher::finish_interrupted(&state).await;
     let now = state.clock.now();
     let (last, running_elsewhere) = state
         .store

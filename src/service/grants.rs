@@ -3,7 +3,7 @@
 //! connection and its events in one transaction.
 
 use chrono::{DateTime, Duration, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::{ConnectionStatus, EventKind, FlowType};
 use crate::oauth::{ProviderError, TokenSet};
@@ -167,9 +167,7 @@ pub async fn record_tokens(
                 let Some(fresh) = state.store.get_connection_by_id(&conn.id).await? else {
                     return Err(StoreError::Stale);
                 };
-                if fresh.config != conn.config
-                    || fresh.sealed.refresh_token != conn.sealed.refresh_token
-                {
+                if fresh.config != conn.config || !same_refresh_token(state, &fresh, conn)? {
                     return Err(StoreError::Stale);
                 }
                 let mut rebased = fresh.clone();
@@ -187,6 +185,23 @@ pub async fn record_tokens(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether two versions of a row hold the same refresh token. Their ciphertexts differ
+/// when `rotate-keys` re-sealed the row meanwhile, so those are compared opened.
+fn same_refresh_token(
+    state: &AppState,
+    a: &Connection,
+    b: &Connection,
+) -> Result<bool, StoreError> {
+    if a.sealed.refresh_token == b.sealed.refresh_token {
+        return Ok(true);
+    }
+    let (a, b) = (state.store.open_secrets(a)?, state.store.open_secrets(b)?);
+    Ok(match (a.refresh_token, b.refresh_token) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (a, b) => a.is_none() && b.is_none(),
+    })
 }
 
 /// Permanent failures set `failed` and stop refreshing until someone acts; transient

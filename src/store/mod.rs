@@ -209,6 +209,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Connection>>;
     async fn insert_refresh_run(&self, run: &RefreshRun) -> StoreResult<()>;
     async fn finish_refresh_run(&self, run: &RefreshRun) -> StoreResult<()>;
+    /// Records that run `id` is still going (its process is alive) at `at`.
+    async fn beat_refresh_run(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Finishes, with `error` as their only error, the unfinished runs with no sign of
+    /// life (heartbeat, or start) after `silent_since`: their process died. Each ends at
+    /// its last sign of life. Returns how many.
+    async fn finish_silent_refresh_runs(
+        &self,
+        silent_since: DateTime<Utc>,
+        error: &RunError,
+    ) -> StoreResult<u64>;
     /// The newest finished run, and the newest unfinished run started after `since`.
     async fn latest_refresh_runs(
         &self,

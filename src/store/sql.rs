@@ -926,6 +926,34 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn beat_refresh_run(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query(
+                    "update refresh_runs set heartbeat_at = $2 where id = $1 and finished_at is null",
+                )
+                .bind(id)
+                .bind(to_ms(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn finish_silent_refresh_runs(
+                &self,
+                silent_since: DateTime<Utc>,
+                error: &RunError,
+            ) -> StoreResult<u64> {
+                let done = sqlx::query(
+                    "update refresh_runs set finished_at = coalesce(heartbeat_at, started_at), \
+                     errors = $2 where finished_at is null \
+                     and coalesce(heartbeat_at, started_at) <= $1",
+                )
+                .bind(to_ms(silent_since))
+                .bind(to_json(&[error]))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn latest_refresh_runs(
                 &self,
                 since: DateTime<Utc>,

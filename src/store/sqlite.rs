@@ -31,6 +31,12 @@ pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::SqlitePo
         // No ping on every checkout (a round trip on the credentials hot path: +21%
         // measured); a dead connection shows as an error and the pool replaces it.
         .test_before_acquire(false)
+        // A connection whose transaction the database ended by itself (SQLite rolls
+        // back on SQLITE_FULL, and sqlx's own ROLLBACK then fails) must not be handed
+        // out again mid-transaction: the pool closes it instead. One atomic read.
+        .before_acquire(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
