@@ -49,7 +49,7 @@ use crate::routes::{
         ops::metrics,
     ),
     components(schemas(crate::error::Problem, crate::error::ErrorCode)),
-    modifiers(&BearerKey, &ResponseDescriptions),
+    modifiers(&BearerKey, &CommonResponses, &ResponseDescriptions),
     tags(
         (name = "connections", description = "OAuth connections of an organization (admin)"),
         (name = "callback", description = "Where providers return the browser (no auth: the state is the credential)"),
@@ -77,6 +77,81 @@ impl Modify for BearerKey {
                     .build(),
             ),
         );
+    }
+}
+
+/// Answers any API route can give, whatever its handler: 429 (the per-key rate limit,
+/// when it is on), 500, and 503 (the database unreachable, or, for writes, its storage
+/// full). Added where a handler did not declare its own.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            ContentBuilder, Ref, ResponseBuilder, header::HeaderBuilder, schema::Type,
+        };
+        let problem = |description: &str, retry_after: bool| {
+            let mut response = ResponseBuilder::new().description(description).content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            );
+            if retry_after {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(Some(
+                            utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer),
+                        ))
+                        .description(Some("Seconds to wait before retrying"))
+                        .build(),
+                );
+            }
+            response.build()
+        };
+        let common = [
+            (
+                "429",
+                problem(
+                    "`rate_limited`: this API key's requests per minute are used up",
+                    true,
+                ),
+            ),
+            (
+                "500",
+                problem("`internal`: a fault inside the service (logged)", false),
+            ),
+            (
+                "503",
+                problem(
+                    "`unavailable`: the database cannot be reached, or its storage is full (writes); nothing was changed",
+                    true,
+                ),
+            ),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/oauth/") || path.starts_with("/api/oauth/callback/") {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, response) in &common {
+                    op.responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| response.clone().into());
+                }
+            }
+        }
     }
 }
 

@@ -119,7 +119,7 @@ pub fn unavailable_error(e: Unavailable) -> ApiError {
         (status = 403, description = "Another org's key, or a disabled workflow", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Neither the org nor GLOBAL has this connection", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`connection_unavailable` (with `connection_status`) or `busy`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`connection_unavailable` (with `connection_status`), `busy`, or `unavailable` (the database)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]

@@ -286,7 +286,7 @@ pub async fn list_sessions(
         (status = 403, description = "Another key's session", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "`gone`: expired or revoked", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`connection_unavailable`: the user's grant was revoked upstream", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`connection_unavailable`: the user's grant was revoked upstream; or `unavailable` (the database)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
