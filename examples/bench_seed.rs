@@ -185,7 +185,10 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
         .context("set OAUTH_BROKER_ENCRYPTION_KEYS to the service's keys")?;
     let keyring = Arc::new(Keyring::parse(&SecretString::from(keys))?);
     let pool = open_pool(&database_url, concurrency as u32).await?;
-    let store = pool.store(keyring, oauth_broker::store::Lookups::off());
+    let store = pool.store(
+        keyring,
+        std::sync::Arc::new(oauth_broker::store::Lookups::off()),
+    );
     let started = Instant::now();
     let now = chrono::Utc::now();
     let store = &store;

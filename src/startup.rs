@@ -51,9 +51,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
             )
         })?;
     let keyring = Arc::new(choose_keyring(settings, &pool).await?);
-    let lookups = store::Lookups::new(std::time::Duration::from_millis(
-        settings.credentials_cache_ms,
-    ));
+    let lookups = Arc::new(store::Lookups::new(settings.credentials_cache()));
     let store = pool.store(keyring.clone(), lookups);
     match store.get_meta(KEY_CHECK).await? {
         None => {
@@ -100,7 +98,7 @@ async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<K
     // Probe with a throwaway key: only counts and the presence of the check are read.
     let probe = pool.store(
         Arc::new(Keyring::generate("probe").0),
-        store::Lookups::off(),
+        Arc::new(store::Lookups::off()),
     );
     let has_data =
         probe.get_meta(KEY_CHECK).await?.is_some() || probe.count_sealed_rows().await? > 0;

@@ -13,8 +13,10 @@
 //! Whether a workflow is disabled (`X-Workflow-Id` reads) is remembered the same way,
 //! and forgotten when this process disables or enables any workflow.
 //!
-//! A write made by another replica is seen after at most the TTL. Sealed values are
-//! cached as stored; nothing in here is plaintext.
+//! A write made by another process is seen after at most the TTL, or at once where the
+//! database carries announcements (PostgreSQL's NOTIFY: see `ANNOUNCEMENTS`); when the
+//! announcements may have been missed (the listening connection was lost), everything
+//! is forgotten. Sealed values are cached as stored; nothing in here is plaintext.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,9 +50,20 @@ pub struct Lookups {
     disabled: Option<Cache<Key, (bool, u64)>>,
     /// The counter value of this process's latest change to disabled workflows.
     disabled_written: AtomicU64,
+    /// The counter value when everything was last forgotten.
+    all_written: AtomicU64,
     /// Counts this process's writes.
     writes: AtomicU64,
 }
+
+/// The PostgreSQL channel on which every replica announces its writes.
+pub const ANNOUNCEMENTS: &str = "oauth_broker_writes";
+/// The announcement of a write to connections named `name`.
+pub fn connection_written(name: &str) -> String {
+    format!("connection:{name}")
+}
+/// The announcement of a change to disabled workflows.
+pub const WORKFLOWS_WRITTEN: &str = "workflows";
 
 /// A database read about to begin, for `Lookups::remember`.
 pub struct ReadTicket(u64);
@@ -79,6 +92,7 @@ impl Lookups {
                     .build()
             }),
             disabled_written: AtomicU64::new(0),
+            all_written: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         }
     }
@@ -163,11 +177,40 @@ impl Lookups {
         }
     }
 
+    /// Whether the lookups are on (a TTL above zero).
+    pub fn is_on(&self) -> bool {
+        self.entries.is_some()
+    }
+
+    /// Acts on another replica's announcement.
+    pub fn heard(&self, announcement: &str) {
+        match announcement.strip_prefix("connection:") {
+            Some(name) => self.wrote(name),
+            None if announcement == WORKFLOWS_WRITTEN => self.wrote_workflows(),
+            None => self.forget_everything(),
+        }
+    }
+
+    /// Forgets every answer, and any read in flight: announcements may have been missed.
+    pub fn forget_everything(&self) {
+        let at = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        self.all_written.fetch_max(at, Ordering::SeqCst);
+        self.disabled_written.fetch_max(at, Ordering::SeqCst);
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
+        if let Some(disabled) = &self.disabled {
+            disabled.invalidate_all();
+        }
+    }
+
     fn written_since(&self, name: &str, read_at: u64) -> bool {
-        self.written
-            .as_ref()
-            .and_then(|w| w.get(name))
-            .is_some_and(|at| at > read_at)
+        self.all_written.load(Ordering::SeqCst) > read_at
+            || self
+                .written
+                .as_ref()
+                .and_then(|w| w.get(name))
+                .is_some_and(|at| at > read_at)
     }
 }
 
@@ -230,6 +273,35 @@ mod tests {
         );
         lookups.remember_disabled(lookups.ticket(), "acme", "nightly", true);
         assert_eq!(lookups.disabled("acme", "nightly"), Some(true));
+    }
+
+    #[test]
+    fn announcements_forget_what_they_name_and_anything_else_forgets_everything() {
+        let lookups = Lookups::new(Duration::from_secs(60));
+        let remember_all = |l: &Lookups| {
+            l.remember(l.ticket(), "acme", "github", None);
+            l.remember(l.ticket(), "acme", "slack", None);
+            l.remember_disabled(l.ticket(), "acme", "nightly", true);
+        };
+        remember_all(&lookups);
+        lookups.heard(&connection_written("github"));
+        assert!(lookups.get("acme", "github", &accept).is_none());
+        assert!(lookups.get("acme", "slack", &accept).is_some());
+        lookups.heard(WORKFLOWS_WRITTEN);
+        assert_eq!(lookups.disabled("acme", "nightly"), None);
+        assert!(lookups.get("acme", "slack", &accept).is_some());
+
+        remember_all(&lookups);
+        let raced = lookups.ticket();
+        lookups.heard("something this version does not know");
+        assert!(lookups.get("acme", "github", &accept).is_none());
+        assert!(lookups.get("acme", "slack", &accept).is_none());
+        assert_eq!(lookups.disabled("acme", "nightly"), None);
+        lookups.remember(raced, "acme", "slack", None);
+        assert!(
+            lookups.get("acme", "slack", &accept).is_none(),
+            "a read that raced it"
+        );
     }
 
     #[test]

@@ -339,7 +339,7 @@ impl AnyPool {
 
     /// A store over this pool that seals with `keyring` (pools are shared handles) and
     /// remembers credentials lookups in `lookups` (`Lookups::off()` for none).
-    pub fn store(&self, keyring: Arc<Keyring>, lookups: Lookups) -> DynStore {
+    pub fn store(&self, keyring: Arc<Keyring>, lookups: Arc<Lookups>) -> DynStore {
         match self {
             AnyPool::Sqlite(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring, lookups)),
             AnyPool::Postgres(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring, lookups)),

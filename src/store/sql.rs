@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
-use super::lookups::{Lookups, Usable};
+use super::lookups::{ANNOUNCEMENTS, Lookups, Usable, WORKFLOWS_WRITTEN, connection_written};
 use super::types::*;
 use super::{Backend, Leased, Store, StoreError, StoreResult};
 use crate::crypto::{Aad, Keyring};
@@ -22,11 +22,16 @@ use crate::domain::{
 pub struct SqlStore<DB: sqlx::Database> {
     pub(super) pool: sqlx::Pool<DB>,
     keyring: Arc<Keyring>,
-    lookups: Lookups,
+    lookups: Arc<Lookups>,
 }
 
-impl<DB: sqlx::Database> SqlStore<DB> {
-    pub fn new(pool: sqlx::Pool<DB>, keyring: Arc<Keyring>, lookups: Lookups) -> Self {
+impl<DB: Dialect> SqlStore<DB> {
+    /// A store; when `lookups` are on, it also follows other replicas' announced writes
+    /// where the database carries them (a background task, for as long as the pool).
+    pub fn new(pool: sqlx::Pool<DB>, keyring: Arc<Keyring>, lookups: Arc<Lookups>) -> Self {
+        if lookups.is_on() {
+            DB::follow_announcements(&pool, lookups.clone());
+        }
         Self {
             pool,
             keyring,
@@ -36,21 +41,47 @@ impl<DB: sqlx::Database> SqlStore<DB> {
 }
 
 /// What differs between the two SQL dialects.
-pub trait Dialect {
+pub trait Dialect: sqlx::Database {
     const BACKEND: Backend;
     /// Starts a transaction that will write. SQLite takes the write lock up front so a
     /// read-then-write transaction cannot fail with SQLITE_BUSY halfway.
     const BEGIN_WRITE: &'static str;
+    /// Announces a write to the other replicas (`$1`: the channel, `ANNOUNCEMENTS`; `$2`:
+    /// the announcement), delivered when the transaction commits; `None` where the
+    /// database cannot.
+    const ANNOUNCE: Option<&'static str>;
+    /// Follows the other replicas' announcements into `lookups`.
+    fn follow_announcements(pool: &sqlx::Pool<Self>, lookups: Arc<Lookups>);
 }
 
 impl Dialect for sqlx::Sqlite {
     const BACKEND: Backend = Backend::Sqlite;
     const BEGIN_WRITE: &'static str = "begin immediate";
+    // One process per database file: its own writes are all it needs to know of.
+    const ANNOUNCE: Option<&'static str> = None;
+    fn follow_announcements(_: &sqlx::Pool<Self>, _: Arc<Lookups>) {}
 }
 
 impl Dialect for sqlx::Postgres {
     const BACKEND: Backend = Backend::Postgres;
     const BEGIN_WRITE: &'static str = "begin";
+    const ANNOUNCE: Option<&'static str> = Some("select pg_notify($1, $2)");
+    fn follow_announcements(pool: &sqlx::Pool<Self>, lookups: Arc<Lookups>) {
+        tokio::spawn(super::postgres::follow_announcements(pool.clone(), lookups));
+    }
+}
+
+/// Announces a write (`Dialect::ANNOUNCE`) on `$executor`, inside its transaction.
+macro_rules! announce {
+    ($db:ty, $executor:expr, $announcement:expr) => {
+        if let Some(sql) = <$db as Dialect>::ANNOUNCE {
+            sqlx::query(sql)
+                .bind(ANNOUNCEMENTS)
+                .bind($announcement)
+                .execute($executor)
+                .await?;
+        }
+    };
 }
 
 /// Dependencies (`d`) that resolve to the connection `$2` of org `$1`: the workflow's own
@@ -501,6 +532,7 @@ macro_rules! impl_store {
                     ..event
                 };
                 insert_event!(&mut *tx, &event);
+                announce!($db, &mut *tx, connection_written(new.name.as_str()));
                 let committed = tx.commit().await;
                 self.lookups.wrote(new.name.as_str());
                 committed?;
@@ -707,6 +739,7 @@ macro_rules! impl_store {
                 for event in &events {
                     insert_event!(&mut *tx, event);
                 }
+                announce!($db, &mut *tx, connection_written(conn.name.as_str()));
                 let committed = tx.commit().await;
                 self.lookups.wrote(conn.name.as_str());
                 committed?;
@@ -758,6 +791,10 @@ macro_rules! impl_store {
                 }
                 // The audit trail outlives the connection.
                 insert_event!(&mut *tx, &event);
+                announce!($db, &mut *tx, connection_written(conn.name.as_str()));
+                if disable_workflows {
+                    announce!($db, &mut *tx, WORKFLOWS_WRITTEN);
+                }
                 let committed = tx.commit().await;
                 self.lookups.wrote(conn.name.as_str());
                 if disable_workflows {
@@ -1094,7 +1131,11 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await;
                 self.lookups.wrote_workflows();
-                Ok(done?.rows_affected() == 1)
+                let enabled = done?.rows_affected() == 1;
+                if enabled {
+                    announce!($db, &self.pool, WORKFLOWS_WRITTEN);
+                }
+                Ok(enabled)
             }
 
             async fn insert_obo_session(
