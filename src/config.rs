@@ -44,11 +44,11 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Requests per minute per API key; 0 turns the limit off.
     pub rate_limit_per_minute: u32,
-    /// How long a replica may answer a credentials lookup from memory (ms); 0 = never.
-    /// Default: 1 s on SQLite (another process's write is seen within it); 30 s on
-    /// PostgreSQL, where replicas announce their writes and forget at once, so this only
-    /// bounds staleness should an announcement be lost.
-    pub credentials_cache_ms: Option<u64>,
+    /// How long a process may answer a credentials lookup from memory (ms); 0 = never.
+    /// Its own writes are seen at once, and so are other replicas' on PostgreSQL (they
+    /// announce them); so this only bounds staleness should an announcement be lost, or
+    /// when a second process writes the same SQLite file. Default 30 s.
+    pub credentials_cache_ms: u64,
     /// Database pool size.
     pub database_max_connections: u32,
     /// HTTP worker threads; defaults to the number of cores.
@@ -82,7 +82,7 @@ impl Default for Settings {
             allow_private_provider_addresses: false,
             log_format: LogFormat::Pretty,
             rate_limit_per_minute: 0,
-            credentials_cache_ms: None,
+            credentials_cache_ms: 30_000,
             database_max_connections: 16,
             http_workers: None,
             provider_timeout_ms: 10_000,
@@ -107,6 +107,7 @@ struct Defaults {
     allow_private_provider_addresses: bool,
     log_format: LogFormat,
     rate_limit_per_minute: u32,
+    credentials_cache_ms: u64,
     database_max_connections: u32,
     provider_timeout_ms: u64,
     provider_retry_base_ms: u64,
@@ -129,6 +130,7 @@ impl Settings {
             allow_private_provider_addresses: d.allow_private_provider_addresses,
             log_format: d.log_format,
             rate_limit_per_minute: d.rate_limit_per_minute,
+            credentials_cache_ms: d.credentials_cache_ms,
             database_max_connections: d.database_max_connections,
             provider_timeout_ms: d.provider_timeout_ms,
             provider_retry_base_ms: d.provider_retry_base_ms,
@@ -146,14 +148,9 @@ impl Settings {
             .map_err(Box::new)
     }
 
-    /// `credentials_cache_ms`, or its default for the database in use.
+    /// How long a process may answer a credentials lookup from memory.
     pub fn credentials_cache(&self) -> std::time::Duration {
-        let default = if self.database_url.expose_secret().starts_with("postgres") {
-            30_000
-        } else {
-            1_000
-        };
-        std::time::Duration::from_millis(self.credentials_cache_ms.unwrap_or(default))
+        std::time::Duration::from_millis(self.credentials_cache_ms)
     }
 
     /// The public base URL without a trailing slash.

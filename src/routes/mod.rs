@@ -31,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     not_allowed(cfg, ops_paths, "");
     cfg.service(
         web::scope(API_PREFIX)
+            // First: actix tries resources in order, and this is the hot path.
+            .service(credentials::get_credentials)
             .service(connections::list)
             .service(connections::create)
             .service(connections::get)
@@ -42,7 +44,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(flows::refresh)
             .service(callback::callback_get)
             .service(callback::callback_post)
-            .service(credentials::get_credentials)
             .service(obo::exchange)
             .service(obo::create_session)
             .service(obo::list_sessions)

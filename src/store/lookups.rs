@@ -4,7 +4,7 @@
 //!
 //! What it may serve, and for how long:
 //! - an answer (a connection, or "none here nor in GLOBAL") read from the database less
-//!   than the TTL ago (`OAUTH_BROKER_CREDENTIALS_CACHE_MS`, default 1 s; 0 turns it off);
+//!   than the TTL ago (`OAUTH_BROKER_CREDENTIALS_CACHE_MS`, default 30 s; 0 turns it off);
 //! - never after this process wrote any connection of that name (in any org: a GLOBAL
 //!   connection answers for every org), including a write that raced the read;
 //! - never a connection the caller's `usable` check refuses (the service asks for a

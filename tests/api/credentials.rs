@@ -256,56 +256,6 @@ on_both_backends! {
         assert_eq!(body["access_token"], "global-1");
     }
 
-    async fn a_replica_answers_from_memory_only_until_a_write_it_made_or_heard_of(app) {
-        // Arrange: GLOBAL `graph`, read by acme on two replicas (both remember it).
-        let server = MockServer::start().await;
-        let global_url = mount_tokens(&server, "global", 3600).await;
-        let acme_url = mount_tokens(&server, "acme", 3600).await;
-        app.create_connection(None, &client_credentials_body("graph", &global_url)).await;
-        let replica = app.replica().await;
-        let key = app.create_key("acme-workflows", "workflow", "acme").await;
-        for service in [&app, &replica] {
-            assert_eq!(token(service, &key, Some("acme"), "graph", "").await, "global-1");
-        }
-        // The documented bound, plus room for a loaded machine: on PostgreSQL replicas
-        // announce their writes, so it is far below the cache's lifetime (30 s).
-        let bound = match app.backend {
-            Backend::Postgres => Duration::from_secs(2),
-            Backend::Sqlite => app.settings.credentials_cache() + Duration::from_secs(2),
-        };
-
-        // acme gets its own `graph` on the first replica: served there at once, and on
-        // the other within the cache TTL.
-        app.create_connection(Some("acme"), &client_credentials_body("graph", &acme_url)).await;
-        assert_eq!(token(&app, &key, Some("acme"), "graph", "").await, "acme-1", "the writing replica");
-        let started = std::time::Instant::now();
-        while token(&replica, &key, Some("acme"), "graph", "").await != "acme-1" {
-            assert!(started.elapsed() < bound, "the other replica still serves GLOBAL after {bound:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(token(&replica, &key, Some("acme"), "graph", "").await, "acme-1");
-
-        // Deleting acme's on the first replica: GLOBAL's again at once there.
-        let res = app.admin(Method::DELETE, "/api/oauth/connections/graph", Some("acme")).send().await.unwrap();
-        assert_eq!(res.status(), 204, "deleting acme's graph");
-        assert_eq!(token(&app, &key, Some("acme"), "graph", "").await, "global-1", "the writing replica");
-        // Deleting GLOBAL's: nothing for acme at once there, and within the TTL on the other.
-        let res = app.admin(Method::DELETE, "/api/oauth/connections/graph", None).send().await.unwrap();
-        assert_eq!(res.status(), 204, "deleting GLOBAL's graph");
-        let (status, body) = read(&app, &key, Some("acme"), "graph", "").await;
-        assert_eq!(status, 404, "the writing replica forgets GLOBAL's graph at once: {body}");
-        let started = std::time::Instant::now();
-        loop {
-            let (status, body) = read(&replica, &key, Some("acme"), "graph", "").await;
-            if status == 404 {
-                break;
-            }
-            assert_eq!(status, 200, "{body}");
-            assert!(started.elapsed() < bound, "the other replica still serves a deleted connection after {bound:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     async fn a_token_is_refreshed_on_demand_only_when_it_expires_within_min_valid_for(app) {
         let server = MockServer::start().await;
         let url = mount_tokens(&server, "cc", 600).await;
@@ -605,6 +555,79 @@ mod a_thousand_concurrent_reads_of_an_expired_token_cause_one_provider_call {
     #[tokio::test]
     async fn postgres() {
         if let Some(app) = spawn_app_tuned(Backend::Postgres, patient).await {
+            scenario(app).await;
+        }
+    }
+}
+
+/// Lookups answered from memory: a replica's own writes are seen at once; another
+/// replica's at once on PostgreSQL (announced), within the cache's lifetime on SQLite
+/// (set to 1 s here; its default is 30 s).
+mod a_replica_answers_from_memory_only_until_a_write_it_made_or_heard_of {
+    use super::*;
+
+    async fn scenario(app: TestApp) {
+        // Arrange: GLOBAL `graph`, read by acme on two replicas (both remember it).
+        let server = MockServer::start().await;
+        let global_url = mount_tokens(&server, "global", 3600).await;
+        let acme_url = mount_tokens(&server, "acme", 3600).await;
+        app.create_connection(None, &client_credentials_body("graph", &global_url)).await;
+        let replica = app.replica().await;
+        let key = app.create_key("acme-workflows", "workflow", "acme").await;
+        for service in [&app, &replica] {
+            assert_eq!(token(service, &key, Some("acme"), "graph", "").await, "global-1");
+        }
+        // The documented bound, plus room for a loaded machine: on PostgreSQL replicas
+        // announce their writes, so it is far below the cache's lifetime (30 s); two
+        // processes on one SQLite file see each other's writes within its lifetime.
+        let bound = match app.backend {
+            Backend::Postgres => Duration::from_secs(2),
+            Backend::Sqlite => app.settings.credentials_cache() + Duration::from_secs(2),
+        };
+
+        // acme gets its own `graph` on the first replica: served there at once, and on
+        // the other within the cache TTL.
+        app.create_connection(Some("acme"), &client_credentials_body("graph", &acme_url)).await;
+        assert_eq!(token(&app, &key, Some("acme"), "graph", "").await, "acme-1", "the writing replica");
+        let started = std::time::Instant::now();
+        while token(&replica, &key, Some("acme"), "graph", "").await != "acme-1" {
+            assert!(started.elapsed() < bound, "the other replica still serves GLOBAL after {bound:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(token(&replica, &key, Some("acme"), "graph", "").await, "acme-1");
+
+        // Deleting acme's on the first replica: GLOBAL's again at once there.
+        let res = app.admin(Method::DELETE, "/api/oauth/connections/graph", Some("acme")).send().await.unwrap();
+        assert_eq!(res.status(), 204, "deleting acme's graph");
+        assert_eq!(token(&app, &key, Some("acme"), "graph", "").await, "global-1", "the writing replica");
+        // Deleting GLOBAL's: nothing for acme at once there, and within the TTL on the other.
+        let res = app.admin(Method::DELETE, "/api/oauth/connections/graph", None).send().await.unwrap();
+        assert_eq!(res.status(), 204, "deleting GLOBAL's graph");
+        let (status, body) = read(&app, &key, Some("acme"), "graph", "").await;
+        assert_eq!(status, 404, "the writing replica forgets GLOBAL's graph at once: {body}");
+        let started = std::time::Instant::now();
+        loop {
+            let (status, body) = read(&replica, &key, Some("acme"), "graph", "").await;
+            if status == 404 {
+                break;
+            }
+            assert_eq!(status, 200, "{body}");
+            assert!(started.elapsed() < bound, "the other replica still serves a deleted connection after {bound:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        let short = |s: &mut oauth_broker::config::Settings| s.credentials_cache_ms = 1000;
+        if let Some(app) = spawn_app_tuned(Backend::Sqlite, short).await {
+            scenario(app).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        if let Some(app) = spawn_app_tuned(Backend::Postgres, |_| {}).await {
             scenario(app).await;
         }
     }
