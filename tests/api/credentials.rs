@@ -571,11 +571,15 @@ mod a_replica_answers_from_memory_only_until_a_write_it_made_or_heard_of {
         let server = MockServer::start().await;
         let global_url = mount_tokens(&server, "global", 3600).await;
         let acme_url = mount_tokens(&server, "acme", 3600).await;
-        app.create_connection(None, &client_credentials_body("graph", &global_url)).await;
+        app.create_connection(None, &client_credentials_body("graph", &global_url))
+            .await;
         let replica = app.replica().await;
         let key = app.create_key("acme-workflows", "workflow", "acme").await;
         for service in [&app, &replica] {
-            assert_eq!(token(service, &key, Some("acme"), "graph", "").await, "global-1");
+            assert_eq!(
+                token(service, &key, Some("acme"), "graph", "").await,
+                "global-1"
+            );
         }
         // The documented bound, plus room for a loaded machine: on PostgreSQL replicas
         // announce their writes, so it is far below the cache's lifetime (30 s); two
@@ -587,24 +591,50 @@ mod a_replica_answers_from_memory_only_until_a_write_it_made_or_heard_of {
 
         // acme gets its own `graph` on the first replica: served there at once, and on
         // the other within the cache TTL.
-        app.create_connection(Some("acme"), &client_credentials_body("graph", &acme_url)).await;
-        assert_eq!(token(&app, &key, Some("acme"), "graph", "").await, "acme-1", "the writing replica");
+        app.create_connection(Some("acme"), &client_credentials_body("graph", &acme_url))
+            .await;
+        assert_eq!(
+            token(&app, &key, Some("acme"), "graph", "").await,
+            "acme-1",
+            "the writing replica"
+        );
         let started = std::time::Instant::now();
         while token(&replica, &key, Some("acme"), "graph", "").await != "acme-1" {
-            assert!(started.elapsed() < bound, "the other replica still serves GLOBAL after {bound:?}");
+            assert!(
+                started.elapsed() < bound,
+                "the other replica still serves GLOBAL after {bound:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(token(&replica, &key, Some("acme"), "graph", "").await, "acme-1");
+        assert_eq!(
+            token(&replica, &key, Some("acme"), "graph", "").await,
+            "acme-1"
+        );
 
         // Deleting acme's on the first replica: GLOBAL's again at once there.
-        let res = app.admin(Method::DELETE, "/api/oauth/connections/graph", Some("acme")).send().await.unwrap();
+        let res = app
+            .admin(Method::DELETE, "/api/oauth/connections/graph", Some("acme"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 204, "deleting acme's graph");
-        assert_eq!(token(&app, &key, Some("acme"), "graph", "").await, "global-1", "the writing replica");
+        assert_eq!(
+            token(&app, &key, Some("acme"), "graph", "").await,
+            "global-1",
+            "the writing replica"
+        );
         // Deleting GLOBAL's: nothing for acme at once there, and within the TTL on the other.
-        let res = app.admin(Method::DELETE, "/api/oauth/connections/graph", None).send().await.unwrap();
+        let res = app
+            .admin(Method::DELETE, "/api/oauth/connections/graph", None)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 204, "deleting GLOBAL's graph");
         let (status, body) = read(&app, &key, Some("acme"), "graph", "").await;
-        assert_eq!(status, 404, "the writing replica forgets GLOBAL's graph at once: {body}");
+        assert_eq!(
+            status, 404,
+            "the writing replica forgets GLOBAL's graph at once: {body}"
+        );
         let started = std::time::Instant::now();
         loop {
             let (status, body) = read(&replica, &key, Some("acme"), "graph", "").await;
@@ -612,7 +642,10 @@ mod a_replica_answers_from_memory_only_until_a_write_it_made_or_heard_of {
                 break;
             }
             assert_eq!(status, 200, "{body}");
-            assert!(started.elapsed() < bound, "the other replica still serves a deleted connection after {bound:?}");
+            assert!(
+                started.elapsed() < bound,
+                "the other replica still serves a deleted connection after {bound:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
