@@ -51,9 +51,9 @@ pub struct Lookups {
     /// The counter value of this process's latest change to disabled workflows.
     disabled_written: AtomicU64,
     /// The counter value when everything was last forgotten.
-    all_written: AtomicU64,
+    all_written: Arc<AtomicU64>,
     /// Counts this process's writes.
-    writes: AtomicU64,
+    writes: Arc<AtomicU64>,
 }
 
 /// The PostgreSQL channel on which every replica announces its writes.
@@ -70,30 +70,49 @@ pub struct ReadTicket(u64);
 
 impl Lookups {
     pub fn new(ttl: Duration) -> Self {
+        Self::bounded(ttl, MAX_ENTRIES)
+    }
+
+    fn bounded(ttl: Duration, max_entries: u64) -> Self {
         let on = !ttl.is_zero();
+        let all_written = Arc::new(AtomicU64::new(0));
+        let writes = Arc::new(AtomicU64::new(0));
+        let entries: Option<Cache<Key, Entry>> = on.then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .build()
+        });
+        // A write only matters while entries read before it can live: one TTL. Should
+        // more names be written within one TTL than it holds, a record pushed out early
+        // would let an answer read before that write be served again: everything read
+        // so far is forgotten instead.
+        let written = entries.clone().map(|entries| {
+            let (all_written, writes) = (all_written.clone(), writes.clone());
+            Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        let at = writes.fetch_add(1, Ordering::SeqCst) + 1;
+                        all_written.fetch_max(at, Ordering::SeqCst);
+                        entries.invalidate_all();
+                    }
+                })
+                .build()
+        });
         Self {
-            entries: on.then(|| {
-                Cache::builder()
-                    .max_capacity(MAX_ENTRIES)
-                    .time_to_live(ttl)
-                    .build()
-            }),
-            // A write only matters while entries read before it can live: one TTL.
-            written: on.then(|| {
-                Cache::builder()
-                    .max_capacity(MAX_ENTRIES)
-                    .time_to_live(ttl)
-                    .build()
-            }),
+            entries,
+            written,
             disabled: on.then(|| {
                 Cache::builder()
-                    .max_capacity(MAX_ENTRIES)
+                    .max_capacity(max_entries)
                     .time_to_live(ttl)
                     .build()
             }),
             disabled_written: AtomicU64::new(0),
-            all_written: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
+            all_written,
+            writes,
         }
     }
 
@@ -302,6 +321,20 @@ mod tests {
             lookups.get("acme", "slack", &accept).is_none(),
             "a read that raced it"
         );
+    }
+
+    #[test]
+    fn more_names_written_than_remembered_forgets_everything() {
+        let lookups = Lookups::bounded(Duration::from_secs(60), 10);
+        lookups.remember(lookups.ticket(), "acme", "github", None);
+        for i in 0..100 {
+            lookups.wrote(&format!("other-{i}"));
+        }
+        // Evictions are noticed by the cache's housekeeping.
+        if let Some(written) = &lookups.written {
+            written.run_pending_tasks();
+        }
+        assert!(lookups.get("acme", "github", &accept).is_none());
     }
 
     #[test]
