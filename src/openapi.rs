@@ -134,16 +134,7 @@ impl Modify for CommonResponses {
             if !path.starts_with("/api/oauth/") || path.starts_with("/api/oauth/callback/") {
                 continue;
             }
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 for (status, response) in &common {
                     op.responses
                         .responses
@@ -155,6 +146,21 @@ impl Modify for CommonResponses {
     }
 }
 
+/// The operations of a path, whatever their method.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// OpenAPI requires a description on every response; utoipa leaves it empty unless
 /// one is written, so each empty one gets its status's reason phrase.
 struct ResponseDescriptions;
@@ -163,16 +169,7 @@ impl Modify for ResponseDescriptions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
         for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 for (status, response) in op.responses.responses.iter_mut() {
                     if let RefOr::T(response) = response
                         && response.description.is_empty()
