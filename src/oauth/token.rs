@@ -103,6 +103,15 @@ impl std::fmt::Debug for TokenSet {
 }
 
 impl TokenSet {
+    /// How long the access token lives: `expires_in`, else `default_seconds` (the
+    /// provider did not say); at most `MAX_EXPIRES_IN` either way, so adding it to a
+    /// date cannot overflow.
+    pub fn lifetime(&self, default_seconds: u64) -> Duration {
+        self.expires_in
+            .unwrap_or(Duration::from_secs(default_seconds))
+            .min(MAX_EXPIRES_IN)
+    }
+
     pub(super) fn from_result(
         result: Result<LenientTokenResponse, RequestTokenError<TransportError, BasicErrorResponse>>,
         call: &Call,

@@ -99,17 +99,13 @@ pub async fn record_tokens(
     let default_lifetime = state.settings.default_token_lifetime_seconds;
     // A missing `expires_in` means "unknown", not "never": assume the default lifetime
     // so the refresher still renews it before it silently dies.
-    let (lifetime, lifetime_note) = match tokens.expires_in {
-        Some(d) => (d.as_secs(), format!("expires in {} s", d.as_secs())),
-        None => (
-            default_lifetime,
-            format!("no expires_in; assuming {default_lifetime} s"),
-        ),
+    let lifetime = tokens.lifetime(default_lifetime).as_secs();
+    let lifetime_note = match tokens.expires_in {
+        Some(_) => format!("expires in {lifetime} s"),
+        None => format!("no expires_in; assuming {lifetime} s"),
     };
     let mut next = conn.clone();
     next.token_type = Some(tokens.token_type.clone());
-    // Capped (ten years) so neither a provider nor the setting can overflow the date.
-    let lifetime = lifetime.min(crate::oauth::MAX_EXPIRES_IN.as_secs());
     next.token_expires_at = Some(now + Duration::seconds(lifetime as i64));
     if tokens.scopes.is_some() {
         next.token_scopes = tokens.scopes.clone();

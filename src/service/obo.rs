@@ -203,14 +203,11 @@ fn to_token(
     default_lifetime: u64,
     scopes: &[String],
 ) -> OboToken {
-    let lifetime = tokens
-        .expires_in
-        .map(|d| d.as_secs())
-        .unwrap_or(default_lifetime);
+    let lifetime = tokens.lifetime(default_lifetime).as_secs();
     OboToken {
         access_token: tokens.access_token.clone(),
         token_type: tokens.token_type.clone(),
-        expires_at: now + Duration::seconds(lifetime.min(10 * 365 * 86_400) as i64),
+        expires_at: now + Duration::seconds(lifetime as i64),
         scopes: tokens.scopes.clone().unwrap_or_else(|| scopes.to_vec()),
     }
 }
