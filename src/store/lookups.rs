@@ -87,7 +87,7 @@ impl Lookups {
         // more names be written within one TTL than it holds, a record pushed out early
         // would let an answer read before that write be served again: everything read
         // so far is forgotten instead.
-        let written = entries.clone().map(|entries| {
+        let written = on.then(|| {
             let (all_written, writes) = (all_written.clone(), writes.clone());
             Cache::builder()
                 .max_capacity(max_entries)
@@ -96,7 +96,6 @@ impl Lookups {
                     if cause == moka::notification::RemovalCause::Size {
                         let at = writes.fetch_add(1, Ordering::SeqCst) + 1;
                         all_written.fetch_max(at, Ordering::SeqCst);
-                        entries.invalidate_all();
                     }
                 })
                 .build()
@@ -191,9 +190,6 @@ impl Lookups {
     pub fn wrote_workflows(&self) {
         let at = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         self.disabled_written.fetch_max(at, Ordering::SeqCst);
-        if let Some(cache) = &self.disabled {
-            cache.invalidate_all();
-        }
     }
 
     /// Whether the lookups are on (a TTL above zero).
@@ -215,12 +211,6 @@ impl Lookups {
         let at = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         self.all_written.fetch_max(at, Ordering::SeqCst);
         self.disabled_written.fetch_max(at, Ordering::SeqCst);
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
-        }
-        if let Some(disabled) = &self.disabled {
-            disabled.invalidate_all();
-        }
     }
 
     fn written_since(&self, name: &str, read_at: u64) -> bool {

@@ -84,6 +84,24 @@ macro_rules! announce {
     };
 }
 
+/// Commits `$tx`, a write to the connections named `$name` (and, when `$workflows`, to
+/// disabled workflows): announced to the other replicas with the commit, and forgotten
+/// by this process's lookups whatever the commit's outcome (it may have happened).
+macro_rules! commit_write {
+    ($db:ty, $store:expr, $tx:expr, $name:expr, $workflows:expr) => {{
+        announce!($db, &mut *$tx, connection_written($name));
+        if $workflows {
+            announce!($db, &mut *$tx, WORKFLOWS_WRITTEN);
+        }
+        let committed = $tx.commit().await;
+        $store.lookups.wrote($name);
+        if $workflows {
+            $store.lookups.wrote_workflows();
+        }
+        committed?;
+    }};
+}
+
 /// Dependencies (`d`) that resolve to the connection `$2` of org `$1`: the workflow's own
 /// org, or GLOBAL when the workflow's org has no connection of that name.
 macro_rules! resolves_to {
@@ -532,10 +550,7 @@ macro_rules! impl_store {
                     ..event
                 };
                 insert_event!(&mut *tx, &event);
-                announce!($db, &mut *tx, connection_written(new.name.as_str()));
-                let committed = tx.commit().await;
-                self.lookups.wrote(new.name.as_str());
-                committed?;
+                commit_write!($db, self, tx, new.name.as_str(), false);
                 row.try_into()
             }
 
@@ -739,10 +754,7 @@ macro_rules! impl_store {
                 for event in &events {
                     insert_event!(&mut *tx, event);
                 }
-                announce!($db, &mut *tx, connection_written(conn.name.as_str()));
-                let committed = tx.commit().await;
-                self.lookups.wrote(conn.name.as_str());
-                committed?;
+                commit_write!($db, self, tx, conn.name.as_str(), false);
                 row.try_into()
             }
 
@@ -791,16 +803,7 @@ macro_rules! impl_store {
                 }
                 // The audit trail outlives the connection.
                 insert_event!(&mut *tx, &event);
-                announce!($db, &mut *tx, connection_written(conn.name.as_str()));
-                if disable_workflows {
-                    announce!($db, &mut *tx, WORKFLOWS_WRITTEN);
-                }
-                let committed = tx.commit().await;
-                self.lookups.wrote(conn.name.as_str());
-                if disable_workflows {
-                    self.lookups.wrote_workflows();
-                }
-                committed?;
+                commit_write!($db, self, tx, conn.name.as_str(), disable_workflows);
                 Ok(())
             }
 

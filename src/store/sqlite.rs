@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::StoreResult;
 
@@ -24,19 +24,8 @@ pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::SqlitePo
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .statement_cache_capacity(256);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_connections.max(1))
+    let pool = super::pool_options::<sqlx::Sqlite>(max_connections)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        // No ping on every checkout (a round trip on the credentials hot path: +21%
-        // measured); a dead connection shows as an error and the pool replaces it.
-        .test_before_acquire(false)
-        // A connection whose transaction the database ended by itself (SQLite rolls
-        // back on SQLITE_FULL, and sqlx's own ROLLBACK then fails) must not be handed
-        // out again mid-transaction: the pool closes it instead. One atomic read.
-        .before_acquire(|conn, _| {
-            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-        })
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
