@@ -5,6 +5,7 @@
 
 #[path = "e2e/provider.rs"]
 mod provider;
+mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

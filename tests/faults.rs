@@ -21,22 +21,17 @@ use sqlx::{Column, Connection, Row};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
 
+mod support;
+
+use support::{free_port, read, skip, terminate, wait_for_exit};
+
 const BIN: &str = env!("CARGO_BIN_EXE_oauth-broker");
 /// How long a command that should finish at once may take (a debug build on a busy box).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-const REQUIRE_ALL: &str = "OAUTH_BROKER_REQUIRE_ALL_TESTS";
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// A schedule that does not fire while a test runs (midnight on January 1st): runs start
 /// when the test asks for one.
 const NEVER: &str = "0 0 0 1 1 *";
-
-/// Prints `skipped: <reason>` and returns, or fails when every test must run.
-fn skip(reason: &str) {
-    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
-        panic!("{REQUIRE_ALL}=1 but a test would be skipped: {reason}");
-    }
-    println!("skipped: {reason}");
-}
 
 // --- the database, seen from behind the service's back ---------------------------------
 
@@ -390,10 +385,7 @@ impl Server {
 
     /// SIGTERM, then waits up to 10 s: a graceful stop exits 0 by then.
     async fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success(), "kill -TERM {pid}");
-        let status = wait_for_exit(&mut self.child, Duration::from_secs(10)).await;
+        let status = terminate(&mut self.child).await;
         let status = status.unwrap_or_else(|| {
             panic!(
                 "serve did not stop within 10 s of SIGTERM; stderr:\n{}",
@@ -415,29 +407,6 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-async fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Asks `probe` until it answers `Ok`, failing with `what` and its last answer after

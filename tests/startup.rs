@@ -3,7 +3,7 @@
 //! missing or wrong encryption key, and a graceful stop on SIGTERM.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,10 @@ use oauth_broker::crypto::{Aad, Keyring};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::Connection;
+
+mod support;
+
+use support::{free_port, read, terminate, wait_for_exit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oauth-broker");
 /// How long a command that should finish at once may take (a debug build on a busy box).
@@ -201,10 +205,7 @@ impl Server {
 
     /// SIGTERM, then waits up to 10 s: a graceful stop exits 0 by then.
     async fn stop(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success(), "kill -TERM {pid}");
-        let status = wait_for_exit(&mut self.child, Duration::from_secs(10)).await;
+        let status = terminate(&mut self.child).await;
         let stderr = self.stderr();
         let status = status.unwrap_or_else(|| {
             panic!("serve did not stop within 10 s of SIGTERM; stderr:\n{stderr}")
@@ -220,29 +221,6 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-async fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// The API keys (`obk_...`) in a text.

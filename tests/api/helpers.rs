@@ -16,21 +16,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::{Column, Connection, Row};
 
-pub const REQUIRE_ALL: &str = "OAUTH_BROKER_REQUIRE_ALL_TESTS";
+pub use crate::support::skip;
 pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
-}
-
-/// Prints `skipped: <reason>` and returns, or fails when every test must run.
-pub fn skip(reason: &str) {
-    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
-        panic!("{REQUIRE_ALL}=1 but a test would be skipped: {reason}");
-    }
-    println!("skipped: {reason}");
 }
 
 /// Every log line the service wrote during this test binary's run, at trace level.

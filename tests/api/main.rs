@@ -3,6 +3,8 @@
 mod helpers;
 #[path = "../e2e/provider.rs"]
 mod provider;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod auth;
 mod bad_input;

@@ -27,15 +27,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use url::Url;
 
-pub const REQUIRE_ALL: &str = "OAUTH_BROKER_REQUIRE_ALL_TESTS";
-
-/// Prints `skipped: <reason>`, or panics when `OAUTH_BROKER_REQUIRE_ALL_TESTS=1`.
-fn skip(reason: &str) {
-    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
-        panic!("{REQUIRE_ALL}=1 but a test would be skipped: {reason}");
-    }
-    println!("skipped: {reason}");
-}
+use crate::support::skip;
 
 /// How a client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
