@@ -24,7 +24,12 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+
+// oidc-provider prints "NOTICE: default ... function called" with console.info, i.e. on
+// stdout, the first time a default page or policy runs (e.g. the introspection
+// policy). stdout belongs to the READY line: send those to stderr.
+console.info = console.error;
 
 function readConfig() {
   const raw = process.env.PROVIDER_CONFIG || process.argv[2];
@@ -86,7 +91,7 @@ function configuration() {
               accessTokenFormat: resource.format ?? 'opaque',
             };
           }
-          throw new Provider.errors.InvalidTarget();
+          throw new errors.InvalidTarget();
         },
         useGrantedResource: () => true,
       },
