@@ -452,12 +452,6 @@ pub async fn authorize_in_browser(
     username: &str,
     approve: bool,
 ) -> String {
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
     let start = Url::parse(authorization_url).expect("authorization URL");
     let provider_origin = start.origin();
     let redirect_uri = start
@@ -471,22 +465,92 @@ pub async fn authorize_in_browser(
                 .is_some_and(|r| url.as_str().starts_with(r))
     };
 
-    let mut url = start.clone();
-    let mut form: Option<Vec<(String, String)>> = None; // Some = POST this body to `url`
-    let mut history = Vec::new();
+    let mut agent = UserAgent::new();
+    let mut step = Step::Get(start.clone());
     for _ in 0..25 {
-        history.push(format!(
-            "{} {url}",
-            if form.is_some() { "POST" } else { "GET" }
-        ));
-
-        let resp = match form.take() {
-            Some(body) => client.post(url.clone()).form(&body).send().await,
-            None => client.get(url.clone()).send().await,
+        let url = step.url().clone();
+        match agent.send(step).await {
+            Answer::Redirect(next) => {
+                if leaves_provider(&next) {
+                    return next.to_string();
+                }
+                step = Step::Get(next);
+            }
+            Answer::Page(status, body) => {
+                assert!(
+                    status.is_success(),
+                    "provider answered {status} at {url}: {body}\nsteps:\n{}",
+                    agent.steps()
+                );
+                step = InteractionPage::parse(&body)
+                    .login_or_consent(&url, username, approve)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "unexpected page at {url} (status {status}): {body}\nsteps:\n{}",
+                            agent.steps()
+                        )
+                    });
+            }
         }
-        .unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
-        let status = resp.status();
+    }
+    panic!("too many steps:\n{}", agent.steps());
+}
 
+/// What the scripted browser requests next.
+enum Step {
+    Get(Url),
+    /// POST this form body to the URL.
+    Post(Url, Vec<(String, String)>),
+}
+
+impl Step {
+    fn url(&self) -> &Url {
+        match self {
+            Step::Get(url) | Step::Post(url, _) => url,
+        }
+    }
+}
+
+enum Answer {
+    /// A redirect, resolved against the request URL; not followed.
+    Redirect(Url),
+    Page(reqwest::StatusCode, String),
+}
+
+/// A browser with a fresh cookie jar that follows no redirect by itself.
+struct UserAgent {
+    client: reqwest::Client,
+    history: Vec<String>,
+}
+
+impl UserAgent {
+    fn new() -> UserAgent {
+        UserAgent {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            history: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, step: Step) -> Answer {
+        let (url, resp) = match step {
+            Step::Get(url) => {
+                self.history.push(format!("GET {url}"));
+                let resp = self.client.get(url.clone()).send().await;
+                (url, resp)
+            }
+            Step::Post(url, body) => {
+                self.history.push(format!("POST {url}"));
+                let resp = self.client.post(url.clone()).form(&body).send().await;
+                (url, resp)
+            }
+        };
+        let resp = resp.unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
+        let status = resp.status();
         if status.is_redirection() {
             let location = resp
                 .headers()
@@ -496,45 +560,14 @@ pub async fn authorize_in_browser(
             let next = url
                 .join(location)
                 .unwrap_or_else(|e| panic!("bad Location {location:?}: {e}"));
-            if leaves_provider(&next) {
-                return next.to_string();
-            }
-            url = next;
-            continue;
+            return Answer::Redirect(next);
         }
-
-        let body = resp.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "provider answered {status} at {url}: {body}\nsteps:\n{}",
-            history.join("\n")
-        );
-        let page = InteractionPage::parse(&body);
-        match page.prompt.as_deref() {
-            Some("login") => {
-                let mut fields = page.fields;
-                set_field(&mut fields, "login", username);
-                set_field(&mut fields, "password", "any-password");
-                url = url.join(&page.action).expect("form action");
-                form = Some(fields);
-            }
-            Some("consent") if approve => {
-                url = url.join(&page.action).expect("form action");
-                form = Some(page.fields);
-            }
-            Some("consent") => {
-                let abort = page
-                    .abort_href
-                    .unwrap_or_else(|| panic!("no cancel link on the consent page: {body}"));
-                url = url.join(&abort).expect("abort link");
-            }
-            _ => panic!(
-                "unexpected page at {url} (status {status}): {body}\nsteps:\n{}",
-                history.join("\n")
-            ),
-        }
+        Answer::Page(status, resp.text().await.unwrap_or_default())
     }
-    panic!("too many steps:\n{}", history.join("\n"));
+
+    fn steps(&self) -> String {
+        self.history.join("\n")
+    }
 }
 
 fn set_field(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
@@ -586,6 +619,34 @@ impl InteractionPage {
             .map(unescape)
             .find(|href| href.contains("/abort"));
         page
+    }
+
+    /// The next step on a login page (signs in as `username`, any password) or a consent
+    /// page (approves, or follows the cancel link); `None` on any other page.
+    fn login_or_consent(&self, url: &Url, username: &str, approve: bool) -> Option<Step> {
+        match self.prompt.as_deref() {
+            Some("login") => {
+                let mut fields = self.fields.clone();
+                set_field(&mut fields, "login", username);
+                set_field(&mut fields, "password", "any-password");
+                Some(Step::Post(
+                    url.join(&self.action).expect("form action"),
+                    fields,
+                ))
+            }
+            Some("consent") if approve => Some(Step::Post(
+                url.join(&self.action).expect("form action"),
+                self.fields.clone(),
+            )),
+            Some("consent") => {
+                let abort = self
+                    .abort_href
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("no cancel link on the consent page at {url}"));
+                Some(Step::Get(url.join(abort).expect("abort link")))
+            }
+            _ => None,
+        }
     }
 }
 
