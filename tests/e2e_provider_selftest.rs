@@ -1,7 +1,9 @@
 //! Proves the end-to-end OAuth provider harness (`tests/e2e/provider.rs`) works on its
 //! own, without the broker: the code flow with PKCE through the development login and
 //! consent pages, refresh-token rotation and replay, client credentials, the
-//! `/test/userinfo-like` route and a denied consent.
+//! `/test/userinfo-like` route and a denied consent. Then what the broker's newer
+//! features need:
+//! - `private_key_jwt` client authentication (RFC 7523 2.2), RS256, PS256, ES256 and x5t;
 
 #[path = "e2e/provider.rs"]
 mod provider;
@@ -10,8 +12,8 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provider::{
-    AuthMethod, ClientConfig, Provider, ProviderConfig, ResourceConfig, TokenFormat,
-    authorize_in_browser,
+    AuthMethod, ClientAuth, ClientConfig, Provider, ProviderConfig, ResourceConfig, TestKey,
+    TokenFormat, authorize_in_browser,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -448,5 +450,216 @@ async fn no_rotation_short_ttl_and_restart() {
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// private_key_jwt (RFC 7523 2.2)
+
+/// Signs a client assertion for `client_id` with `key`: `iss` = `sub` = client id, `aud`,
+/// a fresh `jti`, `iat` now and `exp` two minutes later. `header` picks `kid`/`x5t`.
+fn assertion(key: &TestKey, header: jsonwebtoken::Header, client_id: &str, aud: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let encoding_key = match header.alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(key.private_pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(key.private_pem.as_bytes()),
+    }
+    .expect("test key PEM");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "iat": now,
+        "exp": now + 120,
+    });
+    jsonwebtoken::encode(&header, &claims, &encoding_key).expect("sign assertion")
+}
+
+fn header_with_kid(alg: jsonwebtoken::Algorithm, kid: &str) -> jsonwebtoken::Header {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    header
+}
+
+/// Microsoft Entra's form: certificate thumbprints, no `kid`.
+fn header_with_thumbprints(alg: jsonwebtoken::Algorithm, key: &TestKey) -> jsonwebtoken::Header {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.x5t = key.x5t.clone();
+    header.x5t_s256 = key.x5t_s256.clone();
+    header
+}
+
+const KEYED: &str = "keyed-service";
+
+/// A client_credentials client authenticating with the RSA certificate (kid `rsa-1`) and
+/// the EC key (kid `ec-1`).
+fn keyed_config() -> ProviderConfig {
+    ProviderConfig {
+        clients: vec![
+            ClientConfig::client_credentials(KEYED, "", AuthMethod::PrivateKeyJwt).with_keys([
+                TestKey::rsa().client_key(Some("rsa-1")),
+                TestKey::ec_p256().client_key(Some("ec-1")),
+            ]),
+        ],
+        ..config()
+    }
+}
+
+async fn client_credentials_with(op: &Provider, client_assertion: &str) -> (u16, Value) {
+    op.token(
+        &ClientAuth::private_key_jwt(client_assertion),
+        &[("grant_type", "client_credentials"), ("scope", "read")],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn private_key_jwt_accepts_rs256_ps256_and_es256_assertions() {
+    use jsonwebtoken::Algorithm::{ES256, PS256, RS256};
+    let Some(op) = Provider::start(keyed_config()).await else {
+        return;
+    };
+    let token_endpoint = op.token_endpoint().await;
+
+    for (alg, key, kid) in [
+        (RS256, TestKey::rsa(), "rsa-1"),
+        (PS256, TestKey::rsa(), "rsa-1"),
+        (ES256, TestKey::ec_p256(), "ec-1"),
+    ] {
+        let jwt = assertion(&key, header_with_kid(alg, kid), KEYED, &token_endpoint);
+        let (status, body) = client_credentials_with(&op, &jwt).await;
+        assert_eq!(status, 200, "{alg:?}: {body}\n{}", op.logs());
+        assert!(body["access_token"].is_string(), "{alg:?}: {body}");
+    }
+
+    // What a broker test checks on the assertions the provider saw.
+    let seen = op.client_assertions().await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let algs: Vec<&str> = seen
+        .iter()
+        .map(|a| a["header"]["alg"].as_str().unwrap())
+        .collect();
+    assert_eq!(algs, ["RS256", "PS256", "ES256"]);
+    let kids: Vec<&str> = seen
+        .iter()
+        .map(|a| a["header"]["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, ["rsa-1", "rsa-1", "ec-1"]);
+    let jtis: std::collections::HashSet<&str> = seen
+        .iter()
+        .map(|a| a["claims"]["jti"].as_str().unwrap())
+        .collect();
+    assert_eq!(jtis.len(), 3, "every jti is unique");
+    for a in &seen {
+        assert_eq!(a["endpoint"], "token");
+        assert_eq!(a["status"], 200);
+        assert_eq!(a["claims"]["aud"], token_endpoint.as_str());
+        assert_eq!(a["claims"]["iss"], KEYED);
+        let lifetime = a["claims"]["exp"].as_u64().unwrap() - a["claims"]["iat"].as_u64().unwrap();
+        assert!(lifetime <= 300, "exp - iat = {lifetime}");
+    }
+}
+
+#[tokio::test]
+async fn private_key_jwt_signed_with_the_wrong_key_is_invalid_client() {
+    use jsonwebtoken::Algorithm::RS256;
+    let Some(op) = Provider::start(keyed_config()).await else {
+        return;
+    };
+    let aud = op.token_endpoint().await;
+    let wrong = TestKey::rsa_wrong();
+    for header in [
+        header_with_kid(RS256, "rsa-1"),
+        jsonwebtoken::Header::new(RS256),
+    ] {
+        let jwt = assertion(&wrong, header, KEYED, &aud);
+        let (status, body) = client_credentials_with(&op, &jwt).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
+    }
+    // A kid the client never registered names no key at all.
+    let jwt = assertion(&TestKey::rsa(), header_with_kid(RS256, "nope"), KEYED, &aud);
+    assert_eq!(client_credentials_with(&op, &jwt).await.0, 401);
+    let statuses: Vec<u64> = op
+        .client_assertions()
+        .await
+        .iter()
+        .map(|a| a["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [401, 401, 401]);
+}
+
+#[tokio::test]
+async fn private_key_jwt_refuses_a_replayed_assertion_and_a_foreign_audience() {
+    use jsonwebtoken::Algorithm::ES256;
+    let Some(op) = Provider::start(keyed_config()).await else {
+        return;
+    };
+    let key = TestKey::ec_p256();
+    let jwt = assertion(&key, header_with_kid(ES256, "ec-1"), KEYED, &op.issuer);
+    assert_eq!(
+        client_credentials_with(&op, &jwt).await.0,
+        200,
+        "aud = issuer is fine"
+    );
+    let (status, body) = client_credentials_with(&op, &jwt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "replayed jti"
+    );
+
+    let jwt = assertion(
+        &key,
+        header_with_kid(ES256, "ec-1"),
+        KEYED,
+        "https://elsewhere.test/token",
+    );
+    let (status, body) = client_credentials_with(&op, &jwt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "foreign aud"
+    );
+}
+
+#[tokio::test]
+async fn private_key_jwt_accepts_entra_style_thumbprint_headers_without_kid() {
+    use jsonwebtoken::Algorithm::{PS256, RS256};
+    let Some(op) = Provider::start(keyed_config()).await else {
+        return;
+    };
+    let aud = op.token_endpoint().await;
+    let key = TestKey::rsa();
+    for alg in [RS256, PS256] {
+        let jwt = assertion(&key, header_with_thumbprints(alg, &key), KEYED, &aud);
+        let (status, body) = client_credentials_with(&op, &jwt).await;
+        assert_eq!(status, 200, "{alg:?}: {body}\n{}", op.logs());
+    }
+    let seen = op.client_assertions().await;
+    for a in &seen {
+        assert!(a["header"].get("kid").is_none(), "{a}");
+        assert_eq!(a["header"]["x5t"].as_str(), key.x5t.as_deref());
+        assert_eq!(a["header"]["x5t#S256"].as_str(), key.x5t_s256.as_deref());
+    }
+
+    // A thumbprint that names no registered certificate is refused, signature or not
+    // (as Entra does).
+    let mut header = header_with_thumbprints(RS256, &key);
+    header.x5t = Some("bm90LXRoZS1yaWdodC10aHVtYnByaW50".into());
+    header.x5t_s256 = None;
+    let (status, body) = client_credentials_with(&op, &assertion(&key, header, KEYED, &aud)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
     );
 }

@@ -15,6 +15,12 @@
 //! let redirect = authorize_in_browser(&url_built_by_the_broker, "alice", true).await;
 //! ```
 //!
+//! Besides the code flow and client credentials it serves what the broker's newer features
+//! need, each proven by `tests/e2e_provider_selftest.rs`:
+//! - `private_key_jwt` client authentication (RFC 7523 2.2) with RS256, PS256 and ES256 keys
+//!   ([`ClientConfig::keys`], [`TestKey`]), Entra's `x5t`/`x5t#S256` form included; every
+//!   assertion received is recorded ([`Provider::client_assertions`]);
+//!
 //! Self-contained: uses only tokio, reqwest (cookies), serde_json and url.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -29,11 +35,17 @@ use url::Url;
 
 use crate::support::skip;
 
-/// How a client authenticates at the token endpoint.
+/// RFC 7523 2.2 `client_assertion_type`.
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How a client authenticates at the token endpoint (and at revocation and
+/// introspection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 2.2: a JWT signed with one of [`ClientConfig::keys`]; no secret.
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -41,8 +53,93 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
+}
+
+/// A public key of a `private_key_jwt` client, as the provider registers it.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// An SPKI public key (`BEGIN PUBLIC KEY`) or an X.509 certificate (`BEGIN
+    /// CERTIFICATE`) in PEM. The server turns it into a JWK; a certificate also gives the
+    /// JWK `x5c`, `x5t` and `x5t#S256`, and only then may assertions name the key by
+    /// `x5t`/`x5t#S256` (a thumbprint that matches no registered certificate is 401).
+    pub pem: String,
+    /// The JWK's `kid`. An assertion whose header has a `kid` must name it exactly; one
+    /// without `kid` is tried against every key of its type.
+    pub kid: Option<String>,
+}
+
+/// One of the committed test-only keys in `tests/fixtures/keys/` (see its README).
+#[derive(Debug, Clone)]
+pub struct TestKey {
+    /// PKCS#8 PEM, for signing assertions (`jsonwebtoken::EncodingKey::from_rsa_pem` /
+    /// `from_ec_pem`) or for the broker's configuration.
+    pub private_pem: String,
+    /// SPKI PEM.
+    pub public_pem: String,
+    /// Self-signed certificate PEM, if the key has one.
+    pub certificate_pem: Option<String>,
+    /// base64url SHA-1 thumbprint of the certificate (JWS `x5t`, RFC 7515 4.1.7).
+    pub x5t: Option<String>,
+    /// base64url SHA-256 thumbprint of the certificate (JWS `x5t#S256`, RFC 7515 4.1.8).
+    pub x5t_s256: Option<String>,
+}
+
+impl TestKey {
+    /// RSA 2048 with a self-signed certificate: RS256 and PS256.
+    pub fn rsa() -> TestKey {
+        TestKey {
+            private_pem: fixture("rsa-private.pem"),
+            public_pem: fixture("rsa-public.pem"),
+            certificate_pem: Some(fixture("rsa-cert.pem")),
+            x5t: Some(fixture("rsa-cert.x5t").trim().to_owned()),
+            x5t_s256: Some(fixture("rsa-cert.x5t-s256").trim().to_owned()),
+        }
+    }
+
+    /// Another RSA 2048 key, no certificate: "the wrong key", registered nowhere unless a
+    /// test does it.
+    pub fn rsa_wrong() -> TestKey {
+        TestKey {
+            private_pem: fixture("rsa-wrong-private.pem"),
+            public_pem: fixture("rsa-wrong-public.pem"),
+            certificate_pem: None,
+            x5t: None,
+            x5t_s256: None,
+        }
+    }
+
+    /// EC P-256: ES256.
+    pub fn ec_p256() -> TestKey {
+        TestKey {
+            private_pem: fixture("ec-p256-private.pem"),
+            public_pem: fixture("ec-p256-public.pem"),
+            certificate_pem: None,
+            x5t: None,
+            x5t_s256: None,
+        }
+    }
+
+    /// What to register at the provider: the certificate if there is one, else the
+    /// public key.
+    pub fn client_key(&self, kid: Option<&str>) -> ClientKey {
+        ClientKey {
+            pem: self
+                .certificate_pem
+                .clone()
+                .unwrap_or_else(|| self.public_pem.clone()),
+            kid: kid.map(Into::into),
+        }
+    }
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// One client registered at the provider.
@@ -57,6 +154,8 @@ pub struct ClientConfig {
     pub grant_types: Vec<String>,
     /// Optional allow-list of the provider's known scopes for this client.
     pub scope: Option<String>,
+    /// Public keys of a [`AuthMethod::PrivateKeyJwt`] client (its JWKS).
+    pub keys: Vec<ClientKey>,
 }
 
 impl ClientConfig {
@@ -78,6 +177,7 @@ impl ClientConfig {
             redirect_uris: redirect_uris.into_iter().map(Into::into).collect(),
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             scope: None,
+            keys: Vec::new(),
         }
     }
 
@@ -94,7 +194,14 @@ impl ClientConfig {
             redirect_uris: Vec::new(),
             grant_types: vec!["client_credentials".into()],
             scope: None,
+            keys: Vec::new(),
         }
+    }
+
+    /// Registers these public keys (for [`AuthMethod::PrivateKeyJwt`]).
+    pub fn with_keys(mut self, keys: impl IntoIterator<Item = ClientKey>) -> Self {
+        self.keys.extend(keys);
+        self
     }
 }
 
@@ -169,6 +276,7 @@ impl ProviderConfig {
                 "redirect_uris": c.redirect_uris,
                 "grant_types": c.grant_types,
                 "scope": c.scope,
+                "keys": c.keys.iter().map(|k| json!({ "pem": k.pem, "kid": k.kid })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "access_token_ttl": self.access_token_ttl_secs,
             "client_credentials_ttl": self.client_credentials_ttl_secs,
@@ -183,6 +291,88 @@ impl ProviderConfig {
             })),
         })
     }
+}
+
+/// How a request authenticates its client, for [`Provider::token`] and friends.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` with the id and secret as they are (the tests' ids and
+    /// secrets need no form-encoding, RFC 6749 2.3.1).
+    Basic {
+        client_id: String,
+        client_secret: String,
+    },
+    /// `client_id` and `client_secret` in the form.
+    Post {
+        client_id: String,
+        client_secret: String,
+    },
+    /// RFC 7523 2.2: `client_assertion` (signed by the test, used once: the provider
+    /// refuses a repeated `jti`) and `client_assertion_type` in the form.
+    PrivateKeyJwt { client_assertion: String },
+}
+
+impl ClientAuth {
+    pub fn basic(client_id: &str, client_secret: &str) -> ClientAuth {
+        ClientAuth::Basic {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        }
+    }
+
+    pub fn post(client_id: &str, client_secret: &str) -> ClientAuth {
+        ClientAuth::Post {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        }
+    }
+
+    pub fn private_key_jwt(client_assertion: &str) -> ClientAuth {
+        ClientAuth::PrivateKeyJwt {
+            client_assertion: client_assertion.into(),
+        }
+    }
+
+    /// POSTs `form` to `url` with this authentication; returns the status and the body
+    /// (JSON, or the text as a JSON string if it is not JSON).
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let mut body: Vec<(&str, &str)> = form.to_vec();
+        let mut request = http_client().post(url);
+        match self {
+            ClientAuth::Basic {
+                client_id,
+                client_secret,
+            } => request = request.basic_auth(client_id, Some(client_secret)),
+            ClientAuth::Post {
+                client_id,
+                client_secret,
+            } => body.extend([
+                ("client_id", &**client_id),
+                ("client_secret", client_secret),
+            ]),
+            ClientAuth::PrivateKeyJwt { client_assertion } => body.extend([
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", client_assertion),
+            ]),
+        }
+        let resp = request
+            .form(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A running provider; the Node process is killed when this is dropped.
@@ -283,6 +473,33 @@ impl Provider {
     /// for an access token this provider issued and still honours, else 401.
     pub fn userinfo_like_url(&self) -> String {
         format!("{}/test/userinfo-like", self.issuer)
+    }
+
+    /// POSTs a token request; returns the status and the JSON body.
+    pub async fn token(&self, auth: &ClientAuth, form: &[(&str, &str)]) -> (u16, Value) {
+        auth.post_form(&self.token_endpoint().await, form).await
+    }
+
+    /// `GET /test/client-assertions`: every `client_assertion` received, oldest first, as
+    /// `{ "endpoint": "token" | "pushed_authorization_request" |
+    /// "revocation" | "introspection", "header": {..}, "claims": {..}, "status": <HTTP
+    /// status answered> }` (decoded, not verified; `error` instead if it was no JWT).
+    pub async fn client_assertions(&self) -> Vec<Value> {
+        match self.get_json("/test/client-assertions").await {
+            Value::Array(entries) => entries,
+            other => panic!("client assertions: {other}"),
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.issuer);
+        let resp = http_client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        resp.json().await.expect("JSON")
     }
 
     fn stop(&mut self) {

@@ -6,7 +6,10 @@
 // (inline JSON, or a path to a JSON file). Keys (all optional except `clients`):
 //   port                    0 = any free port
 //   clients                 [{ client_id, client_secret, token_endpoint_auth_method,
-//                              redirect_uris: [..], grant_types: [..], scope? }]
+//                              redirect_uris: [..], grant_types: [..], scope?,
+//                              keys?: [{ pem, kid? }] }]
+//                           `keys`: public keys (SPKI PEM) or X.509 certificates (PEM) of a
+//                           private_key_jwt client, turned into its JWKS here.
 //   access_token_ttl        seconds, access tokens from authorization_code / refresh_token
 //   client_credentials_ttl  seconds, client_credentials tokens (default: access_token_ttl)
 //   refresh_token_ttl       seconds (default 14 days)
@@ -18,12 +21,16 @@
 //   resource                { indicator, scope, format: "opaque" | "jwt" }: the resource
 //                           server that client_credentials tokens are issued for by default
 //
+// Test-only routes (not OAuth): GET /test/userinfo-like, GET /test/client-assertions; see the
+// functions below.
+//
 // State (tokens, grants, sessions) lives in memory: a restart forgets every token.
 
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 // oidc-provider prints "NOTICE: default ... function called" with console.info, i.e. on
@@ -42,13 +49,36 @@ const accessTokenTtl = cfg.access_token_ttl ?? 300;
 const clientCredentialsTtl = cfg.client_credentials_ttl ?? accessTokenTtl;
 const refreshTokenTtl = cfg.refresh_token_ttl ?? 14 * 24 * 60 * 60;
 
+const base64url = (buf) => Buffer.from(buf).toString('base64url');
+
+// One key of a private_key_jwt client: a public key or certificate PEM becomes a public
+// JWK. A certificate also gives `x5c`, `x5t` and `x5t#S256` (RFC 7517 4.6-4.9), which is
+// how Microsoft Entra registers client certificates. No `alg` member, so one RSA key
+// verifies RS256 and PS256 alike.
+function jwkFromPem({ pem, kid }) {
+  const jwk = crypto.createPublicKey(pem).export({ format: 'jwk' });
+  if (kid) jwk.kid = kid;
+  jwk.use = 'sig';
+  if (pem.includes('BEGIN CERTIFICATE')) {
+    const der = new crypto.X509Certificate(pem).raw;
+    jwk.x5c = [der.toString('base64')];
+    jwk.x5t = base64url(crypto.createHash('sha1').update(der).digest());
+    jwk['x5t#S256'] = base64url(crypto.createHash('sha256').update(der).digest());
+  }
+  return jwk;
+}
+
+// client_id -> its public JWKs (private_key_jwt clients only).
+const clientJwks = new Map(cfg.clients.map((c) => [c.client_id, (c.keys ?? []).map(jwkFromPem)]));
+
 function clientMetadata(c) {
   const grantTypes = c.grant_types ?? ['authorization_code', 'refresh_token'];
   const usesRedirects = grantTypes.includes('authorization_code');
+  const method = c.token_endpoint_auth_method ?? 'client_secret_basic';
   return {
     client_id: c.client_id,
-    client_secret: c.client_secret,
-    token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_basic',
+    ...(method === 'private_key_jwt' ? {} : { client_secret: c.client_secret }),
+    token_endpoint_auth_method: method,
     grant_types: grantTypes,
     // A client without the authorization_code grant must not have response types.
     response_types: usesRedirects ? ['code'] : [],
@@ -57,6 +87,7 @@ function clientMetadata(c) {
     // implicit flow demands https).
     application_type: 'web',
     ...(c.scope ? { scope: c.scope } : {}),
+    ...(c.keys?.length ? { jwks: { keys: clientJwks.get(c.client_id) } } : {}),
   };
 }
 
@@ -95,6 +126,18 @@ function configuration() {
         },
         useGrantedResource: () => true,
       },
+    },
+    // Called only once the assertion's signature and claims checked out. oidc-provider
+    // itself ignores `x5t` / `x5t#S256` (without `kid` it tries every key of the right
+    // type), so a thumbprint that names no registered certificate would pass. Microsoft
+    // Entra refuses it; so do we, to catch a client that computes the thumbprint wrong.
+    async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
+      const registered = clientJwks.get(client.clientId) ?? [];
+      for (const member of ['x5t', 'x5t#S256']) {
+        if (header[member] !== undefined && !registered.some((jwk) => jwk[member] === header[member])) {
+          throw new errors.InvalidClientAuth(`${member} does not match a registered certificate`);
+        }
+      }
     },
     issueRefreshToken(ctx, client, code) {
       if (!client.grantTypeAllowed('refresh_token')) return false;
@@ -157,18 +200,47 @@ async function userinfoLike(provider, port, req, res) {
   }
 }
 
+function sendJson(res, status, body) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+// Every client_assertion received (RFC 7523 2.2), decoded but not verified, for
+// GET /test/client-assertions: { endpoint, header, claims, status } where status is the
+// HTTP status this server answered.
+const clientAssertions = [];
+
+// The client-authenticated endpoints, by path.
+const authenticatedEndpoints = new Map([
+  ['/token', 'token'],
+  ['/token/revocation', 'revocation'],
+  ['/token/introspection', 'introspection'],
+  ['/request', 'pushed_authorization_request'],
+]);
+
+function recordClientAssertion(endpoint, form, res) {
+  const assertion = form.get('client_assertion');
+  if (assertion === null) return;
+  const entry = { endpoint };
+  try {
+    entry.header = decodeProtectedHeader(assertion);
+    entry.claims = decodeJwt(assertion);
+  } catch (err) {
+    entry.error = `not a JWT: ${err.message}`;
+  }
+  clientAssertions.push(entry);
+  res.on('finish', () => {
+    entry.status = res.statusCode;
+  });
+}
+
 // oidc-provider 9 accepts client_secret_basic and client_secret_post interchangeably for
-// a client registered with either. A real provider may not, so the token, revocation and
-// introspection endpoints here insist on the registered method (401 invalid_client).
-// The body is read here and handed on as `req.body`, which oidc-provider then uses.
+// a client registered with either. A real provider may not, so the client-authenticated
+// endpoints here insist on the registered method (401 invalid_client).
 const authMethods = new Map(cfg.clients.map((c) => [c.client_id, c.token_endpoint_auth_method ?? 'client_secret_basic']));
 
-async function wrongAuthMethod(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  req.body = Buffer.concat(chunks);
+function wrongAuthMethod(req, form) {
   const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
-  const form = new URLSearchParams(req.body.toString('utf8'));
   let clientId = form.get('client_id');
   if (basic) {
     const decoded = Buffer.from(basic[1], 'base64').toString('utf8');
@@ -185,6 +257,24 @@ async function wrongAuthMethod(req) {
   return undefined;
 }
 
+// Reads the body of a client-authenticated POST (handed on as `req.body`, which
+// oidc-provider then uses), records it, and refuses a wrong auth method.
+async function authenticatedPost(endpoint, req, res, callback) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  req.body = Buffer.concat(chunks);
+  const form = new URLSearchParams(req.body.toString('utf8'));
+  recordClientAssertion(endpoint, form, res);
+  const problem = wrongAuthMethod(req, form);
+  if (problem) {
+    console.error('invalid_client:', problem);
+    res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="token"' });
+    res.end(JSON.stringify({ error: 'invalid_client', error_description: problem }));
+  } else {
+    callback(req, res);
+  }
+}
+
 const server = http.createServer();
 server.listen(cfg.port ?? 0, '127.0.0.1', () => {
   const { port } = server.address();
@@ -193,27 +283,19 @@ server.listen(cfg.port ?? 0, '127.0.0.1', () => {
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   provider.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
   const callback = provider.callback();
+  const failed = (res) => (err) => {
+    console.error(err);
+    res.writeHead(500);
+    res.end();
+  };
   server.on('request', (req, res) => {
-    if (req.method === 'GET' && req.url.split('?')[0] === '/test/userinfo-like') {
-      userinfoLike(provider, port, req, res).catch((err) => {
-        console.error(err);
-        res.writeHead(500);
-        res.end();
-      });
-    } else if (req.method === 'POST' && ['/token', '/token/revocation', '/token/introspection'].includes(req.url.split('?')[0])) {
-      wrongAuthMethod(req).then((problem) => {
-        if (problem) {
-          console.error('invalid_client:', problem);
-          res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="token"' });
-          res.end(JSON.stringify({ error: 'invalid_client', error_description: problem }));
-        } else {
-          callback(req, res);
-        }
-      }, (err) => {
-        console.error(err);
-        res.writeHead(500);
-        res.end();
-      });
+    const path = req.url.split('?')[0];
+    if (req.method === 'GET' && path === '/test/userinfo-like') {
+      userinfoLike(provider, port, req, res).catch(failed(res));
+    } else if (req.method === 'GET' && path === '/test/client-assertions') {
+      sendJson(res, 200, clientAssertions);
+    } else if (req.method === 'POST' && authenticatedEndpoints.has(path)) {
+      authenticatedPost(authenticatedEndpoints.get(path), req, res, callback).catch(failed(res));
     } else {
       callback(req, res);
     }
