@@ -4,6 +4,7 @@
 //! `/test/userinfo-like` route and a denied consent. Then what the broker's newer
 //! features need:
 //! - `private_key_jwt` client authentication (RFC 7523 2.2), RS256, PS256, ES256 and x5t;
+//! - revocation and introspection (RFC 7009, 7662), refresh-token reuse, `/test/stats`;
 
 #[path = "e2e/provider.rs"]
 mod provider;
@@ -662,4 +663,136 @@ async fn private_key_jwt_accepts_entra_style_thumbprint_headers_without_kid() {
         (401, Some("invalid_client")),
         "{body}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Revocation, introspection, refresh-token reuse
+
+/// The code flow for `web-app` as `user`: the token response.
+async fn user_tokens(op: &Provider, user: &str, scope: &str) -> Value {
+    let pkce = new_pkce();
+    let mut url = Url::parse(&authorization_url(op, "web-app", "s", &pkce).await).unwrap();
+    let query: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "scope" {
+                scope.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(query);
+    let code = param(
+        &authorize_in_browser(url.as_str(), user, true).await,
+        "code",
+    )
+    .expect("code");
+    let (status, tokens) = token_basic(
+        op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+async fn refresh(op: &Provider, client: &ClientAuth, refresh_token: &str) -> (u16, Value) {
+    op.token(
+        client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn revoked_refresh_token_is_inactive_and_cannot_refresh() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    let tokens = user_tokens(&op, "ivan", "openid read").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    assert!(
+        op.introspect("web-app", "web-app-secret", refresh_token)
+            .await
+    );
+    assert!(op.introspect("web-app", "web-app-secret", access).await);
+
+    let web = ClientAuth::basic("web-app", "web-app-secret");
+    assert_eq!(op.revoke(&web, refresh_token).await, 200);
+
+    assert!(
+        !op.introspect("web-app", "web-app-secret", refresh_token)
+            .await
+    );
+    assert!(
+        !op.introspect("web-app", "web-app-secret", access).await,
+        "the grant went with it"
+    );
+    let (status, body) = refresh(&op, &web, refresh_token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(op.stats().await["grants_revoked"], 1);
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_is_counted_and_revokes_the_grant() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    let web = ClientAuth::basic("web-app", "web-app-secret");
+    let tokens = user_tokens(&op, "judy", "openid read").await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    let (status, rotated) = refresh(&op, &web, first).await;
+    assert_eq!(status, 200, "{rotated}");
+    let newest = rotated["refresh_token"].as_str().unwrap();
+
+    let (status, body) = refresh(&op, &web, first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let stats = op.stats().await;
+    assert_eq!(stats["refresh_token_reuse"], 1, "{stats}");
+    assert_eq!(stats["grants_revoked"], 1, "{stats}");
+
+    // The whole grant is gone: the newest refresh token and access token too.
+    let (status, body) = refresh(&op, &web, newest).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(
+        userinfo_like(&op, rotated["access_token"].as_str().unwrap()).await,
+        401
+    );
+
+    let stats = op.stats().await;
+    assert_eq!(stats["token_requests"]["authorization_code"], 1, "{stats}");
+    assert_eq!(stats["token_requests"]["refresh_token"], 3, "{stats}");
+    assert_eq!(
+        stats["refresh_tokens_issued"], 2,
+        "code + one rotation: {stats}"
+    );
+    // The first token was destroyed with the grant: presenting it once more is no
+    // longer recognisable as reuse.
+    refresh(&op, &web, first).await;
+    assert_eq!(op.stats().await["refresh_token_reuse"], 1);
 }

@@ -20,6 +20,15 @@
 //! - `private_key_jwt` client authentication (RFC 7523 2.2) with RS256, PS256 and ES256 keys
 //!   ([`ClientConfig::keys`], [`TestKey`]), Entra's `x5t`/`x5t#S256` form included; every
 //!   assertion received is recorded ([`Provider::client_assertions`]);
+//! - revocation (RFC 7009) and introspection (RFC 7662) ([`Provider::introspect`]);
+//! - counters of what clients did ([`Provider::stats`]), refresh-token reuse included.
+//!
+//! Refresh-token reuse: with rotation on, each refresh consumes the presented refresh
+//! token. Presenting a consumed one again is `invalid_grant`, and oidc-provider then
+//! destroys that token and revokes the whole grant: every access and refresh token issued
+//! from it, the newest refresh token included. The `/test/stats` counter
+//! `refresh_token_reuse` counts such requests; a third presentation of the same token is
+//! plain `invalid_grant` ("not found") and no longer counted.
 //!
 //! Self-contained: uses only tokio, reqwest (cookies), serde_json and url.
 #![allow(dead_code)] // each test binary uses a different part of the harness
@@ -478,6 +487,46 @@ impl Provider {
     /// POSTs a token request; returns the status and the JSON body.
     pub async fn token(&self, auth: &ClientAuth, form: &[(&str, &str)]) -> (u16, Value) {
         auth.post_form(&self.token_endpoint().await, form).await
+    }
+
+    /// RFC 7009 revocation of `token` (access or refresh token); returns the status (200
+    /// even for an unknown token, RFC 7009 2.2). Revoking a refresh token revokes its
+    /// whole grant, access tokens included.
+    pub async fn revoke(&self, auth: &ClientAuth, token: &str) -> u16 {
+        let url = self.revocation_endpoint().await;
+        auth.post_form(&url, &[("token", token)]).await.0
+    }
+
+    /// RFC 7662: whether the provider still honours `token` (access or refresh token),
+    /// asked with client_secret_basic. Panics unless the provider answers 200.
+    pub async fn introspect(&self, client_id: &str, client_secret: &str, token: &str) -> bool {
+        let answer = self
+            .introspect_as(&ClientAuth::basic(client_id, client_secret), token)
+            .await;
+        answer["active"]
+            .as_bool()
+            .expect("`active` in introspection")
+    }
+
+    /// RFC 7662 introspection with any client authentication: the whole answer (`active`,
+    /// and for an active token `client_id`, `sub`, `scope`, `exp`, `token_type`, ...).
+    /// Any authenticated client may introspect any token (oidc-provider's default
+    /// policy; only public clients are limited to their own). Panics unless the provider
+    /// answers 200.
+    pub async fn introspect_as(&self, auth: &ClientAuth, token: &str) -> Value {
+        let url = self.introspection_endpoint().await;
+        let (status, answer) = auth.post_form(&url, &[("token", token)]).await;
+        assert_eq!(status, 200, "introspection: {answer}\n{}", self.logs());
+        answer
+    }
+
+    /// `GET /test/stats`: what clients did at the provider since it started (a restart
+    /// starts from zero): `token_requests` (object: grant type -> every POST /token with
+    /// it, whatever the outcome), `refresh_token_reuse` (refresh requests with an already
+    /// rotated refresh token), `grants_revoked` (by reuse detection, revocation of a
+    /// refresh token, or a replayed code), `refresh_tokens_issued`, `device_slow_down`.
+    pub async fn stats(&self) -> Value {
+        self.get_json("/test/stats").await
     }
 
     /// `GET /test/client-assertions`: every `client_assertion` received, oldest first, as

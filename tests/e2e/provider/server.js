@@ -21,8 +21,8 @@
 //   resource                { indicator, scope, format: "opaque" | "jwt" }: the resource
 //                           server that client_credentials tokens are issued for by default
 //
-// Test-only routes (not OAuth): GET /test/userinfo-like, GET /test/client-assertions; see the
-// functions below.
+// Test-only routes (not OAuth): GET /test/userinfo-like, GET /test/client-assertions,
+// GET /test/stats; see the functions below.
 //
 // State (tokens, grants, sessions) lives in memory: a restart forgets every token.
 
@@ -205,6 +205,20 @@ function sendJson(res, status, body) {
   res.end(JSON.stringify(body));
 }
 
+// Counters for GET /test/stats, so a test can prove what the broker did at the provider.
+const stats = {
+  // Every POST /token, by its grant_type ("(none)" when missing), whatever the outcome.
+  token_requests: {},
+  // Refresh requests that presented a refresh token that had already been rotated away
+  // (oidc-provider answers invalid_grant and revokes the whole grant).
+  refresh_token_reuse: 0,
+  // Grants revoked: by that reuse detection, by revoking a refresh token at the
+  // revocation endpoint, by replaying an authorization code.
+  grants_revoked: 0,
+  // Refresh tokens created (code grant and each rotation).
+  refresh_tokens_issued: 0,
+};
+
 // Every client_assertion received (RFC 7523 2.2), decoded but not verified, for
 // GET /test/client-assertions: { endpoint, header, claims, status } where status is the
 // HTTP status this server answered.
@@ -258,13 +272,17 @@ function wrongAuthMethod(req, form) {
 }
 
 // Reads the body of a client-authenticated POST (handed on as `req.body`, which
-// oidc-provider then uses), records it, and refuses a wrong auth method.
+// oidc-provider then uses), records and counts it, and refuses a wrong auth method.
 async function authenticatedPost(endpoint, req, res, callback) {
   const chunks = [];
   for await (const chunk of req) chunks.push(chunk);
   req.body = Buffer.concat(chunks);
   const form = new URLSearchParams(req.body.toString('utf8'));
   recordClientAssertion(endpoint, form, res);
+  if (endpoint === 'token') {
+    const grantType = form.get('grant_type') ?? '(none)';
+    stats.token_requests[grantType] = (stats.token_requests[grantType] ?? 0) + 1;
+  }
   const problem = wrongAuthMethod(req, form);
   if (problem) {
     console.error('invalid_client:', problem);
@@ -281,7 +299,19 @@ server.listen(cfg.port ?? 0, '127.0.0.1', () => {
   const provider = new Provider(`http://127.0.0.1:${port}`, configuration());
   provider.proxy = false;
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
-  provider.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
+  provider.on('grant.error', (ctx, err) => {
+    console.error('grant.error', err.message, err.error_description ?? '', err.error_detail ?? '');
+    // refresh_token.js: a consumed (rotated) refresh token presented again.
+    if (ctx.oidc?.params?.grant_type === 'refresh_token' && err.error_detail === 'refresh token already used') {
+      stats.refresh_token_reuse += 1;
+    }
+  });
+  provider.on('grant.revoked', () => {
+    stats.grants_revoked += 1;
+  });
+  provider.on('refresh_token.saved', () => {
+    stats.refresh_tokens_issued += 1;
+  });
   const callback = provider.callback();
   const failed = (res) => (err) => {
     console.error(err);
@@ -294,6 +324,8 @@ server.listen(cfg.port ?? 0, '127.0.0.1', () => {
       userinfoLike(provider, port, req, res).catch(failed(res));
     } else if (req.method === 'GET' && path === '/test/client-assertions') {
       sendJson(res, 200, clientAssertions);
+    } else if (req.method === 'GET' && path === '/test/stats') {
+      sendJson(res, 200, stats);
     } else if (req.method === 'POST' && authenticatedEndpoints.has(path)) {
       authenticatedPost(authenticatedEndpoints.get(path), req, res, callback).catch(failed(res));
     } else {
