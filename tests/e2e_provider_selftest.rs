@@ -5,6 +5,7 @@
 //! features need:
 //! - `private_key_jwt` client authentication (RFC 7523 2.2), RS256, PS256, ES256 and x5t;
 //! - revocation and introspection (RFC 7009, 7662), refresh-token reuse, `/test/stats`;
+//! - pushed authorization requests (RFC 9126) and `iss` in authorization responses (RFC 9207);
 
 #[path = "e2e/provider.rs"]
 mod provider;
@@ -663,6 +664,143 @@ async fn private_key_jwt_accepts_entra_style_thumbprint_headers_without_kid() {
         (401, Some("invalid_client")),
         "{body}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// PAR (RFC 9126) and iss (RFC 9207)
+
+const PAR_ONLY: &str = "par-only";
+
+fn par_config() -> ProviderConfig {
+    let mut cfg = config();
+    cfg.clients.push(
+        ClientConfig::authorization_code(
+            PAR_ONLY,
+            "par-secret",
+            AuthMethod::ClientSecretBasic,
+            [REDIRECT],
+        )
+        .requiring_par(),
+    );
+    cfg
+}
+
+/// The authorization request parameters of [`authorization_url`], as a form.
+fn authorization_params<'a>(
+    client_id: &'a str,
+    state: &'a str,
+    pkce: &'a Pkce,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid read"),
+        ("state", state),
+        ("code_challenge", &pkce.challenge),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+#[tokio::test]
+async fn pushed_authorization_request_leads_through_login_and_consent_to_tokens() {
+    let Some(op) = Provider::start(par_config()).await else {
+        return;
+    };
+    let pkce = new_pkce();
+    let (status, pushed) = ClientAuth::basic(PAR_ONLY, "par-secret")
+        .post_form(
+            &op.pushed_authorization_request_endpoint().await,
+            &authorization_params(PAR_ONLY, "par-state", &pkce),
+        )
+        .await;
+    assert_eq!(status, 201, "{pushed}\n{}", op.logs());
+    let request_uri = pushed["request_uri"].as_str().expect("request_uri");
+    assert!(
+        request_uri.starts_with("urn:ietf:params:oauth:request_uri:"),
+        "{request_uri}"
+    );
+    assert!(pushed["expires_in"].as_u64().unwrap() > 0);
+
+    // RFC 9126 4: the authorization request carries only client_id and request_uri.
+    let mut url = Url::parse(&op.authorization_endpoint().await).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", PAR_ONLY)
+        .append_pair("request_uri", request_uri);
+    let redirect = authorize_in_browser(url.as_str(), "erin", true).await;
+    assert!(redirect.starts_with(REDIRECT), "{redirect}");
+    assert_eq!(param(&redirect, "state").as_deref(), Some("par-state"));
+    assert_eq!(param(&redirect, "iss").as_deref(), Some(op.issuer.as_str()));
+    let code = param(&redirect, "code").expect("code");
+
+    let (status, tokens) = token_basic(
+        &op,
+        PAR_ONLY,
+        "par-secret",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["access_token"].is_string() && tokens["refresh_token"].is_string());
+
+    // A request_uri works once.
+    let again = authorize_in_browser(url.as_str(), "erin", true).await;
+    assert_eq!(
+        param(&again, "error").as_deref(),
+        Some("invalid_request_uri"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn client_requiring_par_is_refused_a_plain_authorization_request() {
+    let Some(op) = Provider::start(par_config()).await else {
+        return;
+    };
+    let url = authorization_url(&op, PAR_ONLY, "plain", &new_pkce()).await;
+    let redirect = authorize_in_browser(&url, "erin", true).await;
+    assert!(redirect.starts_with(REDIRECT), "{redirect}");
+    assert_eq!(
+        param(&redirect, "error").as_deref(),
+        Some("invalid_request"),
+        "{redirect}"
+    );
+    assert_eq!(
+        param(&redirect, "error_description").as_deref(),
+        Some("Pushed Authorization Request must be used")
+    );
+    assert!(param(&redirect, "code").is_none());
+
+    // Other clients may still choose either way.
+    let url = authorization_url(&op, "web-app", "plain", &new_pkce()).await;
+    assert!(param(&authorize_in_browser(&url, "erin", true).await, "code").is_some());
+}
+
+#[tokio::test]
+async fn authorization_responses_carry_iss_and_discovery_says_so() {
+    let Some(op) = Provider::start(config()).await else {
+        return;
+    };
+    assert_eq!(
+        op.discovery().await["authorization_response_iss_parameter_supported"],
+        true
+    );
+
+    let url = authorization_url(&op, "web-app", "s", &new_pkce()).await;
+    let granted = authorize_in_browser(&url, "frank", true).await;
+    assert!(param(&granted, "code").is_some(), "{granted}");
+    assert_eq!(param(&granted, "iss").as_deref(), Some(op.issuer.as_str()));
+
+    // RFC 9207 2: error responses carry it too.
+    let url = authorization_url(&op, "web-app", "s", &new_pkce()).await;
+    let denied = authorize_in_browser(&url, "frank", false).await;
+    assert_eq!(param(&denied, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&denied, "iss").as_deref(), Some(op.issuer.as_str()));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@
 //! - `private_key_jwt` client authentication (RFC 7523 2.2) with RS256, PS256 and ES256 keys
 //!   ([`ClientConfig::keys`], [`TestKey`]), Entra's `x5t`/`x5t#S256` form included; every
 //!   assertion received is recorded ([`Provider::client_assertions`]);
+//! - pushed authorization requests (RFC 9126), optionally required per client;
+//! - `iss` on every authorization response (RFC 9207);
 //! - revocation (RFC 7009) and introspection (RFC 7662) ([`Provider::introspect`]);
 //! - counters of what clients did ([`Provider::stats`]), refresh-token reuse included.
 //!
@@ -47,7 +49,7 @@ use crate::support::skip;
 /// RFC 7523 2.2 `client_assertion_type`.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// How a client authenticates at the token endpoint (and at revocation and
+/// How a client authenticates at the token endpoint (and at PAR, revocation and
 /// introspection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -165,6 +167,9 @@ pub struct ClientConfig {
     pub scope: Option<String>,
     /// Public keys of a [`AuthMethod::PrivateKeyJwt`] client (its JWKS).
     pub keys: Vec<ClientKey>,
+    /// RFC 9126 5: this client's authorization requests must come through PAR; a plain
+    /// one is refused (`invalid_request`, "Pushed Authorization Request must be used").
+    pub require_pushed_authorization_requests: bool,
 }
 
 impl ClientConfig {
@@ -187,6 +192,7 @@ impl ClientConfig {
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             scope: None,
             keys: Vec::new(),
+            require_pushed_authorization_requests: false,
         }
     }
 
@@ -204,12 +210,19 @@ impl ClientConfig {
             grant_types: vec!["client_credentials".into()],
             scope: None,
             keys: Vec::new(),
+            require_pushed_authorization_requests: false,
         }
     }
 
     /// Registers these public keys (for [`AuthMethod::PrivateKeyJwt`]).
     pub fn with_keys(mut self, keys: impl IntoIterator<Item = ClientKey>) -> Self {
         self.keys.extend(keys);
+        self
+    }
+
+    /// Sets [`ClientConfig::require_pushed_authorization_requests`].
+    pub fn requiring_par(mut self) -> Self {
+        self.require_pushed_authorization_requests = true;
         self
     }
 }
@@ -286,6 +299,7 @@ impl ProviderConfig {
                 "grant_types": c.grant_types,
                 "scope": c.scope,
                 "keys": c.keys.iter().map(|k| json!({ "pem": k.pem, "kid": k.kid })).collect::<Vec<_>>(),
+                "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
             })).collect::<Vec<_>>(),
             "access_token_ttl": self.access_token_ttl_secs,
             "client_credentials_ttl": self.client_credentials_ttl_secs,
@@ -482,6 +496,11 @@ impl Provider {
     /// for an access token this provider issued and still honours, else 401.
     pub fn userinfo_like_url(&self) -> String {
         format!("{}/test/userinfo-like", self.issuer)
+    }
+
+    /// `<issuer>/request` (RFC 9126 2).
+    pub async fn pushed_authorization_request_endpoint(&self) -> String {
+        self.endpoint("pushed_authorization_request_endpoint").await
     }
 
     /// POSTs a token request; returns the status and the JSON body.

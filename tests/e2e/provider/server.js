@@ -7,7 +7,8 @@
 //   port                    0 = any free port
 //   clients                 [{ client_id, client_secret, token_endpoint_auth_method,
 //                              redirect_uris: [..], grant_types: [..], scope?,
-//                              keys?: [{ pem, kid? }] }]
+//                              keys?: [{ pem, kid? }],
+//                              require_pushed_authorization_requests? }]
 //                           `keys`: public keys (SPKI PEM) or X.509 certificates (PEM) of a
 //                           private_key_jwt client, turned into its JWKS here.
 //   access_token_ttl        seconds, access tokens from authorization_code / refresh_token
@@ -88,6 +89,8 @@ function clientMetadata(c) {
     application_type: 'web',
     ...(c.scope ? { scope: c.scope } : {}),
     ...(c.keys?.length ? { jwks: { keys: clientJwks.get(c.client_id) } } : {}),
+    // RFC 9126 5: this client's plain authorization requests are refused.
+    ...(c.require_pushed_authorization_requests ? { require_pushed_authorization_requests: true } : {}),
   };
 }
 
@@ -103,6 +106,9 @@ function configuration() {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // RFC 9126, for every client; a client registered with
+      // require_pushed_authorization_requests must use it.
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
       resourceIndicators: {
         enabled: true,
         // Only client_credentials requests without `resource` get the configured resource
