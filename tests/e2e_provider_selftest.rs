@@ -6,6 +6,7 @@
 //! - `private_key_jwt` client authentication (RFC 7523 2.2), RS256, PS256, ES256 and x5t;
 //! - revocation and introspection (RFC 7009, 7662), refresh-token reuse, `/test/stats`;
 //! - pushed authorization requests (RFC 9126) and `iss` in authorization responses (RFC 9207);
+//! - the device authorization grant (RFC 8628);
 
 #[path = "e2e/provider.rs"]
 mod provider;
@@ -14,8 +15,8 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provider::{
-    AuthMethod, ClientAuth, ClientConfig, Provider, ProviderConfig, ResourceConfig, TestKey,
-    TokenFormat, authorize_in_browser,
+    AuthMethod, ClientAuth, ClientConfig, DEVICE_CODE_GRANT, Provider, ProviderConfig,
+    ResourceConfig, TestKey, TokenFormat, authorize_in_browser,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -666,6 +667,108 @@ async fn private_key_jwt_accepts_entra_style_thumbprint_headers_without_kid() {
     );
 }
 
+#[tokio::test]
+async fn private_key_jwt_works_at_par_token_introspection_revocation_and_device_endpoints() {
+    use jsonwebtoken::Algorithm::PS256;
+    let mut cfg = config();
+    cfg.clients.push(
+        ClientConfig::authorization_code("keyed-app", "", AuthMethod::PrivateKeyJwt, [REDIRECT])
+            .with_grant_types([DEVICE_CODE_GRANT])
+            .with_keys([TestKey::rsa().client_key(Some("rsa-1"))]),
+    );
+    let Some(op) = Provider::start(cfg).await else {
+        return;
+    };
+    let key = TestKey::rsa();
+    // aud: the endpoint's own URL (oidc-provider also takes the issuer or token endpoint).
+    let signed = |aud: &str| {
+        ClientAuth::private_key_jwt(&assertion(
+            &key,
+            header_with_kid(PS256, "rsa-1"),
+            "keyed-app",
+            aud,
+        ))
+    };
+
+    let pkce = new_pkce();
+    let par = op.pushed_authorization_request_endpoint().await;
+    let (status, pushed) = signed(&par)
+        .post_form(&par, &authorization_params("keyed-app", "s", &pkce))
+        .await;
+    assert_eq!(status, 201, "{pushed}\n{}", op.logs());
+    let mut url = Url::parse(&op.authorization_endpoint().await).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", "keyed-app")
+        .append_pair("request_uri", pushed["request_uri"].as_str().unwrap());
+    let code = param(
+        &authorize_in_browser(url.as_str(), "quinn", true).await,
+        "code",
+    )
+    .unwrap();
+
+    let token_endpoint = op.token_endpoint().await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let (status, tokens) = op.token(&signed(&token_endpoint), &form).await;
+    assert_eq!(status, 200, "{tokens}");
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+
+    let introspection = op.introspection_endpoint().await;
+    assert_eq!(
+        op.introspect_as(&signed(&introspection), refresh_token)
+            .await["active"],
+        true
+    );
+    let revocation = op.revocation_endpoint().await;
+    assert_eq!(op.revoke(&signed(&revocation), refresh_token).await, 200);
+    assert_eq!(
+        op.introspect_as(&signed(&introspection), refresh_token)
+            .await["active"],
+        false
+    );
+
+    let device = op.device_authorization_endpoint().await;
+    let (status, body) = signed(&device)
+        .post_form(&device, &[("scope", "openid")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let seen: Vec<(String, u64)> = op
+        .client_assertions()
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["endpoint"].as_str().unwrap().to_owned(),
+                a["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        "pushed_authorization_request",
+        "token",
+        "introspection",
+        "revocation",
+        "introspection",
+        "device_authorization",
+    ]
+    .map(|e| {
+        (
+            e.to_owned(),
+            if e == "pushed_authorization_request" {
+                201
+            } else {
+                200
+            },
+        )
+    });
+    assert_eq!(seen, expected);
+}
+
 // ---------------------------------------------------------------------------------------
 // PAR (RFC 9126) and iss (RFC 9207)
 
@@ -801,6 +904,168 @@ async fn authorization_responses_carry_iss_and_discovery_says_so() {
     let denied = authorize_in_browser(&url, "frank", false).await;
     assert_eq!(param(&denied, "error").as_deref(), Some("access_denied"));
     assert_eq!(param(&denied, "iss").as_deref(), Some(op.issuer.as_str()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Device authorization grant (RFC 8628)
+
+const DEVICE: &str = "tv-app";
+
+fn device_config() -> ProviderConfig {
+    let mut cfg = config();
+    cfg.clients.push(ClientConfig::device(
+        DEVICE,
+        "tv-secret",
+        AuthMethod::ClientSecretBasic,
+    ));
+    cfg.device_poll_interval_secs = 1;
+    cfg
+}
+
+/// RFC 8628 3.1: returns the device authorization response.
+async fn start_device_flow(op: &Provider) -> Value {
+    let (status, body) = ClientAuth::basic(DEVICE, "tv-secret")
+        .post_form(
+            &op.device_authorization_endpoint().await,
+            &[("scope", "openid read offline_access")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", op.logs());
+    body
+}
+
+/// RFC 8628 3.4: one poll of the token endpoint.
+async fn poll(op: &Provider, device: &Value) -> (u16, Value) {
+    op.token(
+        &ClientAuth::basic(DEVICE, "tv-secret"),
+        &[
+            ("grant_type", DEVICE_CODE_GRANT),
+            ("device_code", device["device_code"].as_str().unwrap()),
+        ],
+    )
+    .await
+}
+
+async fn wait_interval(device: &Value) {
+    let secs = device["interval"].as_u64().expect("interval");
+    tokio::time::sleep(std::time::Duration::from_millis(secs * 1000 + 100)).await;
+}
+
+#[tokio::test]
+async fn device_flow_is_pending_until_the_user_approves_then_issues_tokens() {
+    let Some(op) = Provider::start(device_config()).await else {
+        return;
+    };
+    let device = start_device_flow(&op).await;
+    assert_eq!(device["interval"], 1);
+    assert_eq!(device["expires_in"], 600);
+    assert_eq!(device["verification_uri"], format!("{}/device", op.issuer));
+    let user_code = device["user_code"].as_str().unwrap();
+    assert_eq!(
+        device["verification_uri_complete"],
+        format!("{}/device?user_code={user_code}", op.issuer)
+    );
+
+    let (status, body) = poll(&op, &device).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+
+    op.approve_device(user_code, "grace", true).await;
+    wait_interval(&device).await;
+    let (status, tokens) = poll(&op, &device).await;
+    assert_eq!(status, 200, "{tokens}\n{}", op.logs());
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "openid read offline_access");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(tokens["refresh_token"].is_string());
+    let info = op
+        .introspect_as(&ClientAuth::basic(DEVICE, "tv-secret"), access)
+        .await;
+    assert_eq!(
+        (info["active"].as_bool(), info["sub"].as_str()),
+        (Some(true), Some("grace"))
+    );
+
+    // The device code is spent: polling again is invalid_grant, and oidc-provider treats
+    // it as a replay and revokes what the code issued.
+    wait_interval(&device).await;
+    let (status, body) = poll(&op, &device).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(!op.introspect(DEVICE, "tv-secret", access).await);
+}
+
+#[tokio::test]
+async fn device_flow_polling_too_fast_gets_slow_down() {
+    let Some(op) = Provider::start(ProviderConfig {
+        device_poll_interval_secs: 2,
+        ..device_config()
+    })
+    .await
+    else {
+        return;
+    };
+    let device = start_device_flow(&op).await;
+    assert_eq!(device["interval"], 2);
+    let (_, first) = poll(&op, &device).await;
+    assert_eq!(first["error"], "authorization_pending");
+    let (status, body) = poll(&op, &device).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("slow_down")),
+        "{body}"
+    );
+    assert_eq!(op.stats().await["device_slow_down"], 1);
+}
+
+#[tokio::test]
+async fn device_flow_denied_ends_in_access_denied() {
+    let Some(op) = Provider::start(device_config()).await else {
+        return;
+    };
+    let device = start_device_flow(&op).await;
+    op.approve_device(device["user_code"].as_str().unwrap(), "heidi", false)
+        .await;
+    let (status, body) = poll(&op, &device).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("access_denied")),
+        "{body}"
+    );
+    // The answer is given once; the code is spent after it.
+    wait_interval(&device).await;
+    let (status, body) = poll(&op, &device).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn device_flow_past_its_lifetime_ends_in_expired_token() {
+    let Some(op) = Provider::start(ProviderConfig {
+        device_code_ttl_secs: 1,
+        ..device_config()
+    })
+    .await
+    else {
+        return;
+    };
+    let device = start_device_flow(&op).await;
+    assert_eq!(device["expires_in"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = poll(&op, &device).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("expired_token")),
+        "{body}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,10 +20,24 @@
 //! - `private_key_jwt` client authentication (RFC 7523 2.2) with RS256, PS256 and ES256 keys
 //!   ([`ClientConfig::keys`], [`TestKey`]), Entra's `x5t`/`x5t#S256` form included; every
 //!   assertion received is recorded ([`Provider::client_assertions`]);
+//! - the device authorization grant (RFC 8628) with `interval` and `slow_down`
+//!   ([`Provider::approve_device`] plays the user);
 //! - pushed authorization requests (RFC 9126), optionally required per client;
 //! - `iss` on every authorization response (RFC 9207);
 //! - revocation (RFC 7009) and introspection (RFC 7662) ([`Provider::introspect`]);
 //! - counters of what clients did ([`Provider::stats`]), refresh-token reuse included.
+//!
+//! What the token endpoint answers a device-code poll (RFC 8628 3.5), as the self-test
+//! shows; every error is HTTP 400 with a JSON `error`:
+//!
+//! | state of the device code | answer |
+//! |---|---|
+//! | user has not finished (or not started) | `authorization_pending` |
+//! | same, but polled sooner than `interval` after the previous poll | `slow_down` (the code's interval grows by 5 s) |
+//! | user approved | 200 with tokens (a refresh token if the client may refresh) |
+//! | user cancelled | `access_denied`, once |
+//! | past `expires_in` | `expired_token` (for 15 s clock tolerance, then `invalid_grant`) |
+//! | already answered with tokens or `access_denied` | `invalid_grant`; after tokens, oidc-provider takes it for a replay and revokes them |
 //!
 //! Refresh-token reuse: with rotation on, each refresh consumes the presented refresh
 //! token. Presenting a consumed one again is `invalid_grant`, and oidc-provider then
@@ -46,11 +60,13 @@ use url::Url;
 
 use crate::support::skip;
 
+/// RFC 8628 3.4 device code grant type.
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// RFC 7523 2.2 `client_assertion_type`.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// How a client authenticates at the token endpoint (and at PAR, revocation and
-/// introspection).
+/// How a client authenticates at the token endpoint (and at PAR, device authorization,
+/// revocation and introspection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     ClientSecretBasic,
@@ -214,6 +230,29 @@ impl ClientConfig {
         }
     }
 
+    /// A client for the device authorization grant (RFC 8628) + refresh_token.
+    pub fn device(client_id: &str, client_secret: &str, auth_method: AuthMethod) -> Self {
+        ClientConfig {
+            grant_types: vec![DEVICE_CODE_GRANT.into(), "refresh_token".into()],
+            ..ClientConfig::client_credentials(client_id, client_secret, auth_method)
+        }
+    }
+
+    /// Also allows these grant types (e.g. [`DEVICE_CODE_GRANT`]).
+    pub fn with_grant_types<I, S>(mut self, grant_types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for grant_type in grant_types {
+            let grant_type = grant_type.into();
+            if !self.grant_types.contains(&grant_type) {
+                self.grant_types.push(grant_type);
+            }
+        }
+        self
+    }
+
     /// Registers these public keys (for [`AuthMethod::PrivateKeyJwt`]).
     pub fn with_keys(mut self, keys: impl IntoIterator<Item = ClientKey>) -> Self {
         self.keys.extend(keys);
@@ -268,6 +307,13 @@ pub struct ProviderConfig {
     /// silently dropped from requests and from the `scope` of token responses.
     pub scopes: Vec<String>,
     pub resource: Option<ResourceConfig>,
+    /// `expires_in` of device codes (RFC 8628 3.2); polling after that is `expired_token`
+    /// (for the provider's 15 s clock tolerance, then `invalid_grant`).
+    pub device_code_ttl_secs: u64,
+    /// `interval` of device authorization responses (RFC 8628 3.2). A poll sooner than
+    /// that after the previous one (0.25 s slack), while the user has not decided, is
+    /// answered `slow_down`, and each `slow_down` adds 5 s to that device code's interval.
+    pub device_poll_interval_secs: u64,
 }
 
 impl Default for ProviderConfig {
@@ -282,6 +328,8 @@ impl Default for ProviderConfig {
             refresh_token_requires_offline_access: false,
             scopes: vec!["read".into(), "write".into()],
             resource: None,
+            device_code_ttl_secs: 600,
+            device_poll_interval_secs: 5,
         }
     }
 }
@@ -312,6 +360,8 @@ impl ProviderConfig {
                 "scope": r.scope,
                 "format": match r.format { TokenFormat::Opaque => "opaque", TokenFormat::Jwt => "jwt" },
             })),
+            "device_code_ttl": self.device_code_ttl_secs,
+            "device_poll_interval": self.device_poll_interval_secs,
         })
     }
 }
@@ -498,6 +548,11 @@ impl Provider {
         format!("{}/test/userinfo-like", self.issuer)
     }
 
+    /// `<issuer>/device/auth` (RFC 8628 3.1).
+    pub async fn device_authorization_endpoint(&self) -> String {
+        self.endpoint("device_authorization_endpoint").await
+    }
+
     /// `<issuer>/request` (RFC 9126 2).
     pub async fn pushed_authorization_request_endpoint(&self) -> String {
         self.endpoint("pushed_authorization_request_endpoint").await
@@ -549,7 +604,7 @@ impl Provider {
     }
 
     /// `GET /test/client-assertions`: every `client_assertion` received, oldest first, as
-    /// `{ "endpoint": "token" | "pushed_authorization_request" |
+    /// `{ "endpoint": "token" | "pushed_authorization_request" | "device_authorization" |
     /// "revocation" | "introspection", "header": {..}, "claims": {..}, "status": <HTTP
     /// status answered> }` (decoded, not verified; `error` instead if it was no JWT).
     pub async fn client_assertions(&self) -> Vec<Value> {
@@ -568,6 +623,70 @@ impl Provider {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
         resp.json().await.expect("JSON")
+    }
+
+    /// Acts as the user with the device in hand (RFC 8628 3.3), in a fresh browser: opens
+    /// the verification URI (`<issuer>/device`), submits `user_code` with the page's xsrf
+    /// token, confirms the device, signs in as `login` and then approves the consent page,
+    /// or cancels it when `approve` is false (the device's next poll then gets
+    /// `access_denied`). Panics if the provider refuses the user code (unknown, expired
+    /// or already used) or shows anything unexpected.
+    pub async fn approve_device(&self, user_code: &str, login: &str, approve: bool) {
+        let mut agent = UserAgent::new();
+        let mut step = Step::Get(Url::parse(&format!("{}/device", self.issuer)).unwrap());
+        let mut code_entered = false;
+        for _ in 0..25 {
+            let url = step.url().clone();
+            let (status, body) = match agent.send(step).await {
+                Answer::Redirect(next) => {
+                    step = Step::Get(next);
+                    continue;
+                }
+                Answer::Page(status, body) => (status, body),
+            };
+            assert!(
+                status.is_success(),
+                "provider answered {status} at {url}: {body}\nsteps:\n{}",
+                agent.steps()
+            );
+            let page = InteractionPage::parse(&body);
+            if let Some(next) = page.login_or_consent(&url, login, approve) {
+                step = next;
+                continue;
+            }
+            step = match page.form_id.as_deref() {
+                Some("op.deviceInputForm") if !code_entered => {
+                    code_entered = true;
+                    let mut fields = page.fields;
+                    set_field(&mut fields, "user_code", user_code);
+                    Step::Post(url.join(&page.action).expect("form action"), fields)
+                }
+                // Cancelling the consent brings the user back to the code form.
+                Some("op.deviceInputForm")
+                    if !approve
+                        && page
+                            .notice
+                            .as_deref()
+                            .is_some_and(|n| n.contains("interrupted")) =>
+                {
+                    return;
+                }
+                Some("op.deviceInputForm") => panic!(
+                    "the provider refused user code {user_code}: {}\nsteps:\n{}",
+                    page.notice.unwrap_or_default(),
+                    agent.steps()
+                ),
+                Some("op.deviceConfirmForm") => {
+                    Step::Post(url.join(&page.action).expect("form action"), page.fields)
+                }
+                _ if approve && body.contains("Sign-in Success") => return,
+                _ => panic!(
+                    "unexpected page at {url} (status {status}): {body}\nsteps:\n{}",
+                    agent.steps()
+                ),
+            };
+        }
+        panic!("too many steps:\n{}", agent.steps());
     }
 
     fn stop(&mut self) {
@@ -862,10 +981,15 @@ fn set_field(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
-/// The parts of an oidc-provider development interaction page the user agent needs.
+/// The parts of an oidc-provider development page the user agent needs: the login and
+/// consent interaction pages, and the device flow's user code and confirmation pages.
 struct InteractionPage {
     /// Value of the hidden `prompt` input: `login` or `consent`.
     prompt: Option<String>,
+    /// `id` of the first form (`op.deviceInputForm`, `op.deviceConfirmForm`).
+    form_id: Option<String>,
+    /// The text of a `<p class="red">` notice (device pages: why a code was refused).
+    notice: Option<String>,
     action: String,
     /// Every named `<input>` of the first POST form, with its value (empty if none).
     fields: Vec<(String, String)>,
@@ -877,6 +1001,8 @@ impl InteractionPage {
     fn parse(html: &str) -> InteractionPage {
         let mut page = InteractionPage {
             prompt: None,
+            form_id: None,
+            notice: None,
             action: String::new(),
             fields: Vec::new(),
             abort_href: None,
@@ -886,6 +1012,7 @@ impl InteractionPage {
             let form = &form[..form.find("</form>").unwrap_or(form.len())];
             let open_tag = &form[..form.find('>').unwrap_or(form.len())];
             page.action = attr(open_tag, "action").unwrap_or_default();
+            page.form_id = attr(open_tag, "id");
             for input in form.split("<input").skip(1) {
                 let tag = &input[..input.find('>').unwrap_or(input.len())];
                 if let Some(name) = attr(tag, "name") {
@@ -903,6 +1030,10 @@ impl InteractionPage {
             .filter_map(|s| s.split('"').next())
             .map(unescape)
             .find(|href| href.contains("/abort"));
+        page.notice = html
+            .split("<p class=\"red\">")
+            .nth(1)
+            .map(|rest| unescape(rest[..rest.find("</p>").unwrap_or(rest.len())].trim()));
         page
     }
 

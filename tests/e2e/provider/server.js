@@ -12,6 +12,7 @@
 //                           `keys`: public keys (SPKI PEM) or X.509 certificates (PEM) of a
 //                           private_key_jwt client, turned into its JWKS here.
 //   access_token_ttl        seconds, access tokens from authorization_code / refresh_token
+//                           / device_code
 //   client_credentials_ttl  seconds, client_credentials tokens (default: access_token_ttl)
 //   refresh_token_ttl       seconds (default 14 days)
 //   rotate_refresh_token    true: each refresh returns a new refresh token, the old one dies
@@ -21,6 +22,9 @@
 //   scopes                  extra scope names the provider knows, e.g. ["read", "write"]
 //   resource                { indicator, scope, format: "opaque" | "jwt" }: the resource
 //                           server that client_credentials tokens are issued for by default
+//   device_code_ttl         seconds a device code (RFC 8628) lives (default 600)
+//   device_poll_interval    seconds, the `interval` of device authorization responses
+//                           (default 5, RFC 8628 3.2); polling faster gets `slow_down`
 //
 // Test-only routes (not OAuth): GET /test/userinfo-like, GET /test/client-assertions,
 // GET /test/stats; see the functions below.
@@ -35,8 +39,8 @@ import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from '
 import Provider, { errors } from 'oidc-provider';
 
 // oidc-provider prints "NOTICE: default ... function called" with console.info, i.e. on
-// stdout, the first time a default page or policy runs (e.g. the introspection
-// policy). stdout belongs to the READY line: send those to stderr.
+// stdout, the first time a default page or policy runs (the device flow's user code pages,
+// the introspection policy). stdout belongs to the READY line: send those to stderr.
 console.info = console.error;
 
 function readConfig() {
@@ -49,6 +53,10 @@ const cfg = readConfig();
 const accessTokenTtl = cfg.access_token_ttl ?? 300;
 const clientCredentialsTtl = cfg.client_credentials_ttl ?? accessTokenTtl;
 const refreshTokenTtl = cfg.refresh_token_ttl ?? 14 * 24 * 60 * 60;
+const deviceCodeTtl = cfg.device_code_ttl ?? 600;
+const devicePollInterval = cfg.device_poll_interval ?? 5;
+
+const GRANT_DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
 
 const base64url = (buf) => Buffer.from(buf).toString('base64url');
 
@@ -106,6 +114,9 @@ function configuration() {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // RFC 8628. The built-in user code pages (/device) are development pages, like the
+      // login and consent pages.
+      deviceFlow: { enabled: true },
       // RFC 9126, for every client; a client registered with
       // require_pushed_authorization_requests must use it.
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
@@ -158,6 +169,7 @@ function configuration() {
       ClientCredentials: clientCredentialsTtl,
       RefreshToken: refreshTokenTtl,
       AuthorizationCode: 60,
+      DeviceCode: deviceCodeTtl,
       Grant: refreshTokenTtl,
       Interaction: 600,
       Session: 3600,
@@ -219,10 +231,12 @@ const stats = {
   // (oidc-provider answers invalid_grant and revokes the whole grant).
   refresh_token_reuse: 0,
   // Grants revoked: by that reuse detection, by revoking a refresh token at the
-  // revocation endpoint, by replaying an authorization code.
+  // revocation endpoint, by replaying an authorization or device code.
   grants_revoked: 0,
-  // Refresh tokens created (code grant and each rotation).
+  // Refresh tokens created (code and device grants and each rotation).
   refresh_tokens_issued: 0,
+  // Device token requests answered slow_down (RFC 8628 3.5).
+  device_slow_down: 0,
 };
 
 // Every client_assertion received (RFC 7523 2.2), decoded but not verified, for
@@ -236,6 +250,7 @@ const authenticatedEndpoints = new Map([
   ['/token/revocation', 'revocation'],
   ['/token/introspection', 'introspection'],
   ['/request', 'pushed_authorization_request'],
+  ['/device/auth', 'device_authorization'],
 ]);
 
 function recordClientAssertion(endpoint, form, res) {
@@ -280,6 +295,7 @@ function wrongAuthMethod(req, form) {
 // Reads the body of a client-authenticated POST (handed on as `req.body`, which
 // oidc-provider then uses), records and counts it, and refuses a wrong auth method.
 async function authenticatedPost(endpoint, req, res, callback) {
+  req.receivedAt = Date.now();
   const chunks = [];
   for await (const chunk of req) chunks.push(chunk);
   req.body = Buffer.concat(chunks);
@@ -299,11 +315,43 @@ async function authenticatedPost(endpoint, req, res, callback) {
   }
 }
 
+// RFC 8628 3.2 / 3.5, which oidc-provider 9 leaves out: device authorization responses
+// carry `interval`, and a poll that comes sooner than `interval` seconds after the
+// previous poll of the same device code, while the user has not decided yet, is answered
+// `slow_down` instead of `authorization_pending`. Each slow_down adds 5 s to the interval
+// that device code must keep (the client MUST add 5 s, RFC 8628 3.5). 250 ms of slack
+// absorbs scheduling jitter between a client's sleep and the request's arrival.
+const devicePolls = new Map(); // device_code -> { last, interval }
+
+async function devicePacing(ctx, next) {
+  await next();
+  const route = ctx.oidc?.route;
+  if (route === 'device_authorization' && ctx.status === 200 && ctx.body) {
+    ctx.body.interval = devicePollInterval;
+  } else if (route === 'token' && ctx.oidc.params?.grant_type === GRANT_DEVICE_CODE
+      && ctx.status === 400 && ctx.body?.error === 'authorization_pending') {
+    const code = ctx.oidc.params.device_code;
+    const now = ctx.req.receivedAt ?? Date.now();
+    const poll = devicePolls.get(code) ?? { last: undefined, interval: devicePollInterval };
+    if (poll.last !== undefined && now - poll.last < poll.interval * 1000 - 250) {
+      poll.interval += 5;
+      stats.device_slow_down += 1;
+      ctx.body = {
+        error: 'slow_down',
+        error_description: `polled too soon; wait ${poll.interval} s between polls`,
+      };
+    }
+    poll.last = now;
+    devicePolls.set(code, poll);
+  }
+}
+
 const server = http.createServer();
 server.listen(cfg.port ?? 0, '127.0.0.1', () => {
   const { port } = server.address();
   const provider = new Provider(`http://127.0.0.1:${port}`, configuration());
   provider.proxy = false;
+  provider.use(devicePacing);
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   provider.on('grant.error', (ctx, err) => {
     console.error('grant.error', err.message, err.error_description ?? '', err.error_detail ?? '');
