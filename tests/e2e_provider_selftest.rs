@@ -7,6 +7,7 @@
 //! - revocation and introspection (RFC 7009, 7662), refresh-token reuse, `/test/stats`;
 //! - pushed authorization requests (RFC 9126) and `iss` in authorization responses (RFC 9207);
 //! - the device authorization grant (RFC 8628);
+//! - the on-behalf-of grants (RFC 8693 token exchange, Microsoft Entra's jwt-bearer form).
 
 #[path = "e2e/provider.rs"]
 mod provider;
@@ -15,8 +16,9 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provider::{
-    AuthMethod, ClientAuth, ClientConfig, DEVICE_CODE_GRANT, Provider, ProviderConfig,
-    ResourceConfig, TestKey, TokenFormat, authorize_in_browser,
+    ACCESS_TOKEN_TYPE, AuthMethod, ClientAuth, ClientConfig, DEVICE_CODE_GRANT, JWT_BEARER_GRANT,
+    Provider, ProviderConfig, ResourceConfig, TOKEN_EXCHANGE_GRANT, TestKey, TokenFormat,
+    authorize_in_browser,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -1198,4 +1200,283 @@ async fn refresh_token_reuse_is_counted_and_revokes_the_grant() {
     // longer recognisable as reuse.
     refresh(&op, &web, first).await;
     assert_eq!(op.stats().await["refresh_token_reuse"], 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// On-behalf-of: RFC 8693 token exchange and Microsoft Entra's jwt-bearer form
+
+const MIDDLE: &str = "middle-tier";
+
+/// `web-app` gets user tokens; `middle-tier` (client_secret_basic) and `middle-keyed`
+/// (private_key_jwt) may exchange them.
+fn obo_config() -> ProviderConfig {
+    let mut cfg = config();
+    cfg.clients.push(
+        ClientConfig::client_credentials(MIDDLE, "middle-secret", AuthMethod::ClientSecretBasic)
+            .with_grant_types([TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, "refresh_token"]),
+    );
+    cfg.clients.push(
+        ClientConfig::client_credentials("middle-keyed", "", AuthMethod::PrivateKeyJwt)
+            .with_grant_types([JWT_BEARER_GRANT, "refresh_token"])
+            .with_keys([TestKey::rsa().client_key(None)]),
+    );
+    cfg
+}
+
+fn token_exchange_form(subject_token: &str, scope: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", TOKEN_EXCHANGE_GRANT.into()),
+        ("subject_token", subject_token.into()),
+        ("subject_token_type", ACCESS_TOKEN_TYPE.into()),
+        ("scope", scope.into()),
+    ]
+}
+
+fn entra_obo_form(assertion: &str, scope: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", JWT_BEARER_GRANT.into()),
+        ("assertion", assertion.into()),
+        ("requested_token_use", "on_behalf_of".into()),
+        ("scope", scope.into()),
+    ]
+}
+
+fn borrowed<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn token_exchange_acts_for_the_same_user_and_its_refresh_token_works() {
+    let Some(op) = Provider::start(obo_config()).await else {
+        return;
+    };
+    let user = user_tokens(&op, "mallory", "openid read").await;
+    let middle = ClientAuth::basic(MIDDLE, "middle-secret");
+    let form = token_exchange_form(
+        user["access_token"].as_str().unwrap(),
+        "read offline_access",
+    );
+    let (status, exchanged) = op.token(&middle, &borrowed(&form)).await;
+    assert_eq!(status, 200, "{exchanged}\n{}", op.logs());
+    assert_eq!(exchanged["issued_token_type"], ACCESS_TOKEN_TYPE);
+    assert_eq!(exchanged["token_type"], "Bearer");
+    assert_eq!(exchanged["expires_in"], 120);
+    assert_eq!(exchanged["scope"], "read offline_access");
+    let access = exchanged["access_token"].as_str().unwrap();
+    let info = op.introspect_as(&middle, access).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["sub"], "mallory", "same user");
+    assert_eq!(info["client_id"], MIDDLE, "acting as the requesting client");
+
+    let (status, refreshed) = refresh(
+        &op,
+        &middle,
+        exchanged["refresh_token"].as_str().expect("refresh_token"),
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}\n{}", op.logs());
+    let info = op
+        .introspect_as(&middle, refreshed["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (info["active"].as_bool(), info["sub"].as_str()),
+        (Some(true), Some("mallory"))
+    );
+
+    // Without offline_access there is no refresh token.
+    let form = token_exchange_form(user["access_token"].as_str().unwrap(), "read");
+    let (status, body) = op.token(&middle, &borrowed(&form)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn entra_on_behalf_of_with_private_key_jwt_acts_for_the_same_user_and_refreshes() {
+    use jsonwebtoken::Algorithm::RS256;
+    let Some(op) = Provider::start(obo_config()).await else {
+        return;
+    };
+    let user = user_tokens(&op, "niaj", "openid read").await;
+    let aud = op.token_endpoint().await;
+    let key = TestKey::rsa();
+    let keyed = |op_aud: &str| {
+        ClientAuth::private_key_jwt(&assertion(
+            &key,
+            header_with_thumbprints(RS256, &key),
+            "middle-keyed",
+            op_aud,
+        ))
+    };
+    let form = entra_obo_form(
+        user["access_token"].as_str().unwrap(),
+        "openid read offline_access",
+    );
+    let (status, obo) = op.token(&keyed(&aud), &borrowed(&form)).await;
+    assert_eq!(status, 200, "{obo}\n{}", op.logs());
+    assert_eq!(obo["token_type"], "Bearer");
+    assert_eq!(obo["scope"], "openid read offline_access");
+    let access = obo["access_token"].as_str().unwrap();
+    let info = op.introspect_as(&keyed(&aud), access).await;
+    assert_eq!(
+        (info["sub"].as_str(), info["client_id"].as_str()),
+        (Some("niaj"), Some("middle-keyed"))
+    );
+
+    let (status, refreshed) =
+        refresh(&op, &keyed(&aud), obo["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{refreshed}\n{}", op.logs());
+    assert_ne!(refreshed["refresh_token"], obo["refresh_token"], "rotated");
+    assert_eq!(
+        userinfo_like(&op, refreshed["access_token"].as_str().unwrap()).await,
+        200
+    );
+
+    // Only the on_behalf_of use of jwt-bearer exists here.
+    let mut form = entra_obo_form(user["access_token"].as_str().unwrap(), "read");
+    form.retain(|(k, _)| *k != "requested_token_use");
+    let (status, body) = op.token(&keyed(&aud), &borrowed(&form)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn on_behalf_of_refuses_unknown_revoked_and_userless_subject_tokens() {
+    let Some(op) = Provider::start(obo_config()).await else {
+        return;
+    };
+    let middle = ClientAuth::basic(MIDDLE, "middle-secret");
+    let user = user_tokens(&op, "olivia", "openid read").await;
+    let subject = user["access_token"].as_str().unwrap();
+    assert_eq!(
+        op.revoke(
+            &ClientAuth::basic("web-app", "web-app-secret"),
+            user["refresh_token"].as_str().unwrap()
+        )
+        .await,
+        200
+    );
+    let (status, service) = token_basic(
+        &op,
+        "service",
+        "service-secret",
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    for (why, token) in [
+        ("unknown", "not-a-token-this-provider-issued"),
+        ("revoked", subject),
+        ("no user", service["access_token"].as_str().unwrap()),
+    ] {
+        for form in [
+            token_exchange_form(token, "read"),
+            entra_obo_form(token, "read"),
+        ] {
+            let (status, body) = op.token(&middle, &borrowed(&form)).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "{why} subject token, {}: {body}",
+                form[0].1
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_behalf_of_refuses_an_expired_subject_token() {
+    let Some(op) = Provider::start(ProviderConfig {
+        access_token_ttl_secs: 1,
+        ..obo_config()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = user_tokens(&op, "peggy", "openid read").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let middle = ClientAuth::basic(MIDDLE, "middle-secret");
+    let subject = user["access_token"].as_str().unwrap();
+    for form in [
+        token_exchange_form(subject, "read"),
+        entra_obo_form(subject, "read"),
+    ] {
+        let (status, body) = op.token(&middle, &borrowed(&form)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_exchange_accepts_a_jwt_access_token_it_can_verify() {
+    let Some(op) = Provider::start(ProviderConfig {
+        resource: Some(ResourceConfig {
+            indicator: "https://api.example.test/".into(),
+            scope: "read write".into(),
+            format: TokenFormat::Jwt,
+        }),
+        ..obo_config()
+    })
+    .await
+    else {
+        return;
+    };
+    // A user token for the resource server: a JWT signed by the provider.
+    let pkce = new_pkce();
+    let mut url = Url::parse(&authorization_url(&op, "web-app", "s", &pkce).await).unwrap();
+    url.query_pairs_mut()
+        .append_pair("resource", "https://api.example.test/");
+    let code = param(
+        &authorize_in_browser(url.as_str(), "rupert", true).await,
+        "code",
+    )
+    .unwrap();
+    let (status, user) = token_basic(
+        &op,
+        "web-app",
+        "web-app-secret",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce.verifier),
+            ("resource", "https://api.example.test/"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{user}\n{}", op.logs());
+    let jwt = user["access_token"].as_str().unwrap();
+    assert_eq!(jwt.split('.').count(), 3, "JWT: {jwt}");
+
+    let middle = ClientAuth::basic(MIDDLE, "middle-secret");
+    let (status, exchanged) = op
+        .token(&middle, &borrowed(&token_exchange_form(jwt, "read")))
+        .await;
+    assert_eq!(status, 200, "{exchanged}\n{}", op.logs());
+    let info = op
+        .introspect_as(&middle, exchanged["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(info["sub"], "rupert");
+
+    // One changed character in the signature and it is no longer the provider's. (Not
+    // the last one: its low bits may be base64 padding.)
+    let mut forged = jwt.as_bytes().to_vec();
+    let i = forged.len() - 20;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let (status, body) = op
+        .token(&middle, &borrowed(&token_exchange_form(&forged, "read")))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
 }

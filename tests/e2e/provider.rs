@@ -25,6 +25,8 @@
 //! - pushed authorization requests (RFC 9126), optionally required per client;
 //! - `iss` on every authorization response (RFC 9207);
 //! - revocation (RFC 7009) and introspection (RFC 7662) ([`Provider::introspect`]);
+//! - on-behalf-of grants: RFC 8693 token exchange and Microsoft Entra's jwt-bearer
+//!   `requested_token_use=on_behalf_of`;
 //! - counters of what clients did ([`Provider::stats`]), refresh-token reuse included.
 //!
 //! What the token endpoint answers a device-code poll (RFC 8628 3.5), as the self-test
@@ -62,6 +64,13 @@ use crate::support::skip;
 
 /// RFC 8628 3.4 device code grant type.
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// RFC 8693 2.1 token exchange grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 7523 2.1 jwt-bearer grant type (Microsoft Entra's on-behalf-of flow uses it with
+/// `requested_token_use=on_behalf_of`).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// RFC 8693 3 token type of an access token (`subject_token_type`, `issued_token_type`).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// RFC 7523 2.2 `client_assertion_type`.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -238,7 +247,7 @@ impl ClientConfig {
         }
     }
 
-    /// Also allows these grant types (e.g. [`DEVICE_CODE_GRANT`]).
+    /// Also allows these grant types (e.g. [`TOKEN_EXCHANGE_GRANT`], [`JWT_BEARER_GRANT`]).
     pub fn with_grant_types<I, S>(mut self, grant_types: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -12,7 +12,7 @@
 //                           `keys`: public keys (SPKI PEM) or X.509 certificates (PEM) of a
 //                           private_key_jwt client, turned into its JWKS here.
 //   access_token_ttl        seconds, access tokens from authorization_code / refresh_token
-//                           / device_code
+//                           / device_code / the on-behalf-of grants
 //   client_credentials_ttl  seconds, client_credentials tokens (default: access_token_ttl)
 //   refresh_token_ttl       seconds (default 14 days)
 //   rotate_refresh_token    true: each refresh returns a new refresh token, the old one dies
@@ -55,8 +55,12 @@ const clientCredentialsTtl = cfg.client_credentials_ttl ?? accessTokenTtl;
 const refreshTokenTtl = cfg.refresh_token_ttl ?? 14 * 24 * 60 * 60;
 const deviceCodeTtl = cfg.device_code_ttl ?? 600;
 const devicePollInterval = cfg.device_poll_interval ?? 5;
+const knownScopes = ['openid', 'offline_access', ...(cfg.scopes ?? [])];
 
 const GRANT_DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
+const GRANT_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const GRANT_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TOKEN_TYPE_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 
 const base64url = (buf) => Buffer.from(buf).toString('base64url');
 
@@ -106,7 +110,7 @@ function configuration() {
   const resource = cfg.resource;
   return {
     clients: cfg.clients.map(clientMetadata),
-    scopes: ['openid', 'offline_access', ...(cfg.scopes ?? [])],
+    scopes: knownScopes,
     // PKCE on every authorization request (oidc-provider 9 only knows S256).
     pkce: { required: () => true },
     features: {
@@ -184,34 +188,42 @@ function configuration() {
   };
 }
 
+// Verifies a JWT access token with this provider's own signing keys.
+async function verifyOwnJwt(provider, port, token) {
+  const jwks = await (await fetch(`http://127.0.0.1:${port}/jwks`)).json();
+  const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), { issuer: provider.issuer });
+  return payload;
+}
+
+// The access token behind `token` if this provider issued it and still honours it (opaque:
+// looked up, so revocation counts; jwt: signature and expiry checked), else undefined.
+// Returns { format, client_id, sub, scope }.
+async function honouredAccessToken(provider, port, token) {
+  if (token.split('.').length === 3) {
+    try {
+      const payload = await verifyOwnJwt(provider, port, token);
+      return { format: 'jwt', client_id: payload.client_id, sub: payload.sub, scope: payload.scope };
+    } catch {
+      return undefined;
+    }
+  }
+  const at = (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token));
+  // find() allows the provider's 15 s clock tolerance; this is exact.
+  if (at && !at.isExpired) {
+    return { format: 'opaque', client_id: at.clientId, sub: at.accountId, scope: at.scope };
+  }
+  return undefined;
+}
+
 // GET /test/userinfo-like: 200 with a JSON summary if the bearer token is an access token
-// this provider issued and still honours (opaque: looked up; jwt: signature checked),
-// else 401. Stands in for an API that a connection's `test_url` calls.
+// this provider issued and still honours, else 401. Stands in for an API that a
+// connection's `test_url` calls.
 async function userinfoLike(provider, port, req, res) {
   const auth = req.headers.authorization ?? '';
   const match = /^Bearer\s+(\S+)$/i.exec(auth);
-  let info;
-  if (match) {
-    const token = match[1];
-    if (token.split('.').length === 3) {
-      try {
-        const jwks = await (await fetch(`http://127.0.0.1:${port}/jwks`)).json();
-        const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), { issuer: provider.issuer });
-        info = { format: 'jwt', client_id: payload.client_id, sub: payload.sub, scope: payload.scope };
-      } catch {
-        info = undefined;
-      }
-    } else {
-      const at = (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token));
-      // find() allows the provider's 15 s clock tolerance; this route is exact.
-      if (at && !at.isExpired) {
-        info = { format: 'opaque', client_id: at.clientId, sub: at.accountId, scope: at.scope };
-      }
-    }
-  }
+  const info = match ? await honouredAccessToken(provider, port, match[1]) : undefined;
   if (info) {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ active: true, ...info }));
+    sendJson(res, 200, { active: true, ...info });
   } else {
     res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer error="invalid_token"' });
     res.end(JSON.stringify({ error: 'invalid_token' }));
@@ -221,6 +233,83 @@ async function userinfoLike(provider, port, req, res) {
 function sendJson(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
+}
+
+// On-behalf-of grants, registered with provider.registerGrantType. Both take an access
+// token this provider issued to some client for a user and still honours, and answer with
+// a new access token for the *requesting* client acting as the same user (`sub`), in a
+// grant of its own; plus a refresh token when `offline_access` is requested and the client
+// may use the refresh_token grant, so the normal refresh_token grant keeps it going.
+// Client authentication (basic, post, private_key_jwt) happened before the handler runs.
+//
+// Not checked: the subject token's audience (Entra demands that it names the middle-tier
+// API, i.e. the requesting client); any user access token from this provider will do.
+// RFC 8693's `audience` parameter is accepted and ignored (the token is for this provider).
+async function issueOnBehalfOf(ctx, provider, port, subjectToken, requestedScope, gty) {
+  const { InvalidGrant } = errors;
+  const subject = await honouredAccessToken(provider, port, subjectToken);
+  if (!subject) throw new InvalidGrant('subject token is unknown, expired or revoked');
+  if (!subject.sub) throw new InvalidGrant('subject token has no end-user (sub)');
+
+  const { client } = ctx.oidc;
+  const clientScopes = client.scope ? new Set(client.scope.split(' ')) : undefined;
+  // Like everywhere else here: scopes the provider (or the client) does not know are dropped.
+  const scopes = (requestedScope ?? subject.scope ?? '')
+    .split(' ')
+    .filter((s) => knownScopes.includes(s) && (!clientScopes || clientScopes.has(s)));
+  const scope = [...new Set(scopes)].join(' ');
+
+  const grant = new provider.Grant({ accountId: subject.sub, clientId: client.clientId });
+  if (scope) grant.addOIDCScope(scope);
+  const grantId = await grant.save();
+
+  const at = new provider.AccessToken({ accountId: subject.sub, client, grantId, gty, scope: scope || undefined });
+  const accessToken = await at.save();
+
+  let refreshToken;
+  if (scopes.includes('offline_access') && client.grantTypeAllowed('refresh_token')) {
+    const rt = new provider.RefreshToken({
+      accountId: subject.sub, client, grantId, gty, scope: scope || undefined, rotations: 0,
+    });
+    refreshToken = await rt.save();
+  }
+  return {
+    access_token: accessToken,
+    token_type: 'Bearer',
+    expires_in: at.expiration,
+    scope: scope || undefined,
+    refresh_token: refreshToken,
+  };
+}
+
+function registerOnBehalfOfGrants(provider, port) {
+  const { InvalidRequest } = errors;
+
+  // RFC 8693 2.1 token exchange, impersonation semantics (no actor token).
+  provider.registerGrantType(GRANT_TOKEN_EXCHANGE, async (ctx) => {
+    const p = ctx.oidc.params;
+    if (!p.subject_token) throw new InvalidRequest('missing required parameter subject_token');
+    if (p.subject_token_type !== TOKEN_TYPE_ACCESS_TOKEN) {
+      throw new InvalidRequest(`subject_token_type must be ${TOKEN_TYPE_ACCESS_TOKEN}`);
+    }
+    if (p.requested_token_type !== undefined && p.requested_token_type !== TOKEN_TYPE_ACCESS_TOKEN) {
+      throw new InvalidRequest(`only ${TOKEN_TYPE_ACCESS_TOKEN} can be requested`);
+    }
+    if (p.actor_token !== undefined) throw new InvalidRequest('actor_token (delegation) is not supported');
+    const body = await issueOnBehalfOf(ctx, provider, port, p.subject_token, p.scope, 'token_exchange');
+    // RFC 8693 2.2.1: issued_token_type is required.
+    ctx.body = { ...body, issued_token_type: TOKEN_TYPE_ACCESS_TOKEN };
+  }, ['subject_token', 'subject_token_type', 'requested_token_type', 'scope', 'audience', 'actor_token', 'actor_token_type']);
+
+  // Microsoft Entra's on-behalf-of flow: RFC 7523 2.1's jwt-bearer grant with
+  // requested_token_use=on_behalf_of and a required scope. Only that use is implemented.
+  provider.registerGrantType(GRANT_JWT_BEARER, async (ctx) => {
+    const p = ctx.oidc.params;
+    if (!p.assertion) throw new InvalidRequest('missing required parameter assertion');
+    if (p.requested_token_use !== 'on_behalf_of') throw new InvalidRequest('requested_token_use must be on_behalf_of');
+    if (!p.scope) throw new InvalidRequest('missing required parameter scope');
+    ctx.body = await issueOnBehalfOf(ctx, provider, port, p.assertion, p.scope, 'on_behalf_of');
+  }, ['assertion', 'requested_token_use', 'scope']);
 }
 
 // Counters for GET /test/stats, so a test can prove what the broker did at the provider.
@@ -233,7 +322,7 @@ const stats = {
   // Grants revoked: by that reuse detection, by revoking a refresh token at the
   // revocation endpoint, by replaying an authorization or device code.
   grants_revoked: 0,
-  // Refresh tokens created (code and device grants and each rotation).
+  // Refresh tokens created (code, device, on-behalf-of grants and each rotation).
   refresh_tokens_issued: 0,
   // Device token requests answered slow_down (RFC 8628 3.5).
   device_slow_down: 0,
@@ -351,6 +440,7 @@ server.listen(cfg.port ?? 0, '127.0.0.1', () => {
   const { port } = server.address();
   const provider = new Provider(`http://127.0.0.1:${port}`, configuration());
   provider.proxy = false;
+  registerOnBehalfOfGrants(provider, port);
   provider.use(devicePacing);
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   provider.on('grant.error', (ctx, err) => {
