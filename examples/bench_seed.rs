@@ -27,12 +27,11 @@ use futures::StreamExt;
 use secrecy::SecretString;
 
 use oauth_broker::crypto::Keyring;
+use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites};
 use oauth_broker::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
 };
-use oauth_broker::store::{
-    ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites, open_pool,
-};
+use oauth_broker::store::open_pool;
 
 fn flag(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -215,7 +214,8 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
                     extra_authorization_params: BTreeMap::new(),
                     extra_token_params: BTreeMap::new(),
                     test_url: None,
-                    obo_config: None,
+                    obo_grant: None,
+                    assertion_validation: None,
                 },
                 client_secret: Some(SecretString::from("bench-client-secret")),
                 refresh_token: refresh_flow

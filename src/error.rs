@@ -419,6 +419,12 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::domain::SealedError> for ApiError {
+    fn from(e: crate::domain::SealedError) -> Self {
+        crate::store::StoreError::from(e).into()
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;

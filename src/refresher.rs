@@ -17,9 +17,9 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+use crate::domain::{RefreshRun, RunError};
 use crate::service::credentials::{Unavailable, single_flight};
 use crate::state::AppState;
-use crate::store::{RefreshRun, RunError};
 
 const PAGE_SIZE: i64 = 500;
 const MAX_RECORDED_ERRORS: usize = 100;
@@ -298,7 +298,7 @@ fn push_error(run: &mut RefreshRun, org_id: &str, connection_name: &str, message
     }
 }
 
-fn record_error(run: &mut RefreshRun, conn: &crate::store::Connection, message: String) {
+fn record_error(run: &mut RefreshRun, conn: &crate::domain::Connection, message: String) {
     push_error(run, conn.org_id.as_str(), conn.name.as_str(), message);
 }
 

@@ -512,10 +512,10 @@ const SEEDED_ACCESS_TOKEN: &str = "seeded-access-token-93ad27";
 /// Returns the time of the seeding in milliseconds.
 async fn seed_due_connections(db: &TestDb, keys: &SecretString, token_url: &str) -> i64 {
     use oauth_broker::domain::{
-        ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
-    };
-    use oauth_broker::store::{
         ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites,
+    };
+    use oauth_broker::domain::{
+        ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
     };
 
     let settings = oauth_broker::config::Settings {
@@ -540,7 +540,8 @@ async fn seed_due_connections(db: &TestDb, keys: &SecretString, token_url: &str)
             extra_authorization_params: Default::default(),
             extra_token_params: Default::default(),
             test_url: None,
-            obo_config: None,
+            obo_grant: None,
+            assertion_validation: None,
         };
         let created = store
             .insert_connection(

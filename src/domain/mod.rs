@@ -1,17 +1,39 @@
-//! Domain types that parse on construction: a value of one of these types is valid.
+//! The values and records every layer shares.
 //!
-//! Handlers turn request fields into these types (collecting every failure under the
-//! field's name); the store and the OAuth client accept nothing else.
+//! Values parse on construction (a `ConnectionName` cannot hold an invalid name):
+//! handlers turn request fields into them, collecting every failure under the field's
+//! name in `FieldErrors`; the store and the OAuth client accept nothing else. Records
+//! (a connection, an OBO session, an event, a key, a run) are what services, the store
+//! and the provider client pass between them.
 
+mod connection;
 mod enums;
+mod errors;
+mod event;
+mod key;
 mod names;
+mod obo;
+mod pending;
 mod provider_url;
+mod run;
 mod scopes;
+mod workflow;
 
+pub use connection::{
+    Connection, ConnectionConfig, ConnectionSecrets, NewConnection, Sealed, SealedError,
+    SecretWrite, SecretWrites, fields, open_sealed,
+};
 pub use enums::{ConnectionStatus, EventKind, FlowType, OboGrant, Role, TokenAuthMethod};
+pub use errors::FieldErrors;
+pub use event::{Event, NewEvent};
+pub use key::{ApiKey, NewApiKey};
 pub use names::{ConnectionName, OrgId, OrgScope, WorkflowId};
+pub use obo::{AssertionRules, OboSession};
+pub use pending::{NewPending, PendingAuthorization};
 pub use provider_url::ProviderUrl;
+pub use run::{RefreshRun, RunError};
 pub use scopes::Scopes;
+pub use workflow::{Dependency, DisabledWorkflow};
 
 /// Why a value did not parse; shown to the caller under the field's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

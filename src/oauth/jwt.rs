@@ -12,22 +12,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::{Deserialize, Serialize};
 
 use super::{Outbound, sanitize};
+use crate::domain::AssertionRules;
 
 pub const SKEW_SECONDS: i64 = 60;
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
-
-/// What the assertion must satisfy (the connection's `assertion_validation`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AssertionRules {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub tenant_id: Option<String>,
-    pub jwks_url: String,
-}
 
 /// Why an assertion was refused; the message names the claim.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

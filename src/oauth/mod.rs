@@ -9,7 +9,7 @@ mod outbound;
 mod token;
 
 pub use error::{ProviderError, sanitize};
-pub use jwt::{AssertionRules, JwksCache, JwtError, downstream_resources, unverified_audiences};
+pub use jwt::{JwksCache, JwtError, downstream_resources, unverified_audiences};
 pub use obo::{OboError, OboExchange};
 pub use outbound::{Outbound, OutboundConfig};
 pub use token::{LenientTokenResponse, MAX_EXPIRES_IN, TokenSet};
@@ -34,7 +34,7 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::TokenAuthMethod;
-use crate::store::{Connection, ConnectionSecrets};
+use crate::domain::{Connection, ConnectionSecrets};
 
 type OAuthClient = oauth2::Client<
     BasicErrorResponse,

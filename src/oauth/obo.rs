@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::ProviderClient;
 use super::error::sanitize;
 use super::token::{LenientTokenResponse, TokenSet};
+use crate::domain::{Connection, ConnectionSecrets};
 use crate::domain::{OboGrant, TokenAuthMethod};
-use crate::store::{Connection, ConnectionSecrets};
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

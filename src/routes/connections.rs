@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::auth::{Caller, Org};
+use crate::domain::{AssertionRules, Connection, ConnectionConfig, Event};
 use crate::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId, ProviderUrl, Scopes,
     TokenAuthMethod,
@@ -18,7 +19,6 @@ use crate::error::{ApiError, FieldErrors, Problem};
 use crate::routes::extract::{JsonBody, QueryParams};
 use crate::service::connections::{self as service, CreateInput, PatchInput};
 use crate::state::AppState;
-use crate::store::{Connection, ConnectionConfig, Event};
 
 const MAX_SECRET: usize = 8192;
 const MAX_EXTRA_PARAMS: usize = 32;
@@ -250,17 +250,26 @@ fn valid_params(value: &BTreeMap<String, String>) -> Result<(), ValidationError>
     Ok(())
 }
 
-fn obo_config(
-    grant: Option<OboGrant>,
-    validation: Option<AssertionValidation>,
-) -> Option<serde_json::Value> {
-    if grant.is_none() && validation.is_none() {
-        return None;
+impl From<AssertionValidation> for AssertionRules {
+    fn from(v: AssertionValidation) -> Self {
+        Self {
+            issuer: v.issuer,
+            audiences: v.audiences,
+            tenant_id: v.tenant_id,
+            jwks_url: v.jwks_url,
+        }
     }
-    Some(serde_json::json!({
-        "obo_grant": grant.map(|g| g.as_str()),
-        "assertion_validation": validation,
-    }))
+}
+
+impl From<AssertionRules> for AssertionValidation {
+    fn from(r: AssertionRules) -> Self {
+        Self {
+            issuer: r.issuer,
+            audiences: r.audiences,
+            tenant_id: r.tenant_id,
+            jwks_url: r.jwks_url,
+        }
+    }
 }
 
 impl CreateConnectionRequest {
@@ -292,7 +301,8 @@ impl CreateConnectionRequest {
                 extra_authorization_params: self.extra_authorization_params,
                 extra_token_params: self.extra_token_params,
                 test_url: self.test_url,
-                obo_config: obo_config(self.obo_grant, self.assertion_validation),
+                obo_grant: self.obo_grant,
+                assertion_validation: self.assertion_validation.map(Into::into),
             },
             client_secret: self.client_secret,
             refresh_token: self.refresh_token,
@@ -334,7 +344,6 @@ pub struct ConnectionView {
 
 impl ConnectionView {
     pub fn new(conn: &Connection, state: &AppState) -> Self {
-        let obo = conn.config.obo_config.as_ref();
         Self {
             connection_name: conn.name.to_string(),
             org_id: conn.org_id.to_string(),
@@ -347,13 +356,8 @@ impl ConnectionView {
             extra_authorization_params: conn.config.extra_authorization_params.clone(),
             extra_token_params: conn.config.extra_token_params.clone(),
             test_url: conn.config.test_url.clone(),
-            obo_grant: obo
-                .and_then(|o| o.get("obo_grant"))
-                .and_then(|g| g.as_str())
-                .and_then(OboGrant::parse),
-            assertion_validation: obo
-                .and_then(|o| o.get("assertion_validation"))
-                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            obo_grant: conn.config.obo_grant,
+            assertion_validation: conn.config.assertion_validation.clone().map(Into::into),
             redirect_uri: state.redirect_uri(conn.name.as_str()),
             status: conn.status,
             status_message: conn.status_message.clone(),
@@ -577,16 +581,6 @@ pub async fn patch(
     );
     check_secret(&mut errors, "refresh_token", body.refresh_token.as_ref());
     errors.finish()?;
-    let current = service::get(&state, &org, &name).await?;
-    let obo = if body.obo_grant.is_some() || body.assertion_validation.is_some() {
-        let old = ConnectionView::new(&current, &state);
-        obo_config(
-            body.obo_grant.or(old.obo_grant),
-            body.assertion_validation.or(old.assertion_validation),
-        )
-    } else {
-        None
-    };
     let input = PatchInput {
         flow_type: body.oauth_flow_type,
         client_id: body.client_id,
@@ -603,7 +597,8 @@ pub async fn patch(
         extra_authorization_params: body.extra_authorization_params,
         extra_token_params: body.extra_token_params,
         test_url: body.test_url,
-        obo_config: obo,
+        obo_grant: body.obo_grant,
+        assertion_validation: body.assertion_validation.map(Into::into),
     };
     let conn = service::update(&state, &org, &name, input, &caller.name).await?;
     Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state)))

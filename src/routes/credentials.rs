@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Org};
+use crate::domain::{Connection, NewEvent};
 use crate::domain::{ConnectionStatus, EventKind, WorkflowId};
 use crate::error::{ApiError, FieldErrors, Problem};
 use crate::routes::connections::{OrgHeader, parse_name};
@@ -19,7 +20,6 @@ use crate::routes::extract::QueryParams;
 use crate::service::credentials::{Unavailable, ensure_fresh};
 use crate::service::grants::has_fresh_token;
 use crate::state::AppState;
-use crate::store::{Connection, NewEvent};
 
 pub const WORKFLOW_HEADER: &str = "x-workflow-id";
 /// `credentials_read` events are recorded at most this often per connection and workflow,

@@ -8,12 +8,12 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::auth::Caller;
+use crate::domain::ApiKey;
 use crate::domain::{OrgScope, Role};
 use crate::error::{ApiError, FieldErrors, Problem};
 use crate::routes::extract::JsonBody;
 use crate::service::keys as service;
 use crate::state::AppState;
-use crate::store::ApiKey;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

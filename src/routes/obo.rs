@@ -10,13 +10,13 @@ use validator::Validate;
 
 use crate::auth::{Caller, Org};
 use crate::domain::ConnectionName;
+use crate::domain::OboSession;
 use crate::error::{ApiError, FieldErrors, Problem};
 use crate::routes::connections::{OrgHeader, parse_name};
 use crate::routes::credentials::Credentials;
 use crate::routes::extract::{JsonBody, QueryParams};
 use crate::service::obo;
 use crate::state::AppState;
-use crate::store::OboSession;
 
 const MAX_ASSERTION: usize = 16 * 1024;
 

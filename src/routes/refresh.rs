@@ -6,9 +6,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::domain::{RefreshRun, RunError};
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
-use crate::store::{RefreshRun, RunError};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Run {

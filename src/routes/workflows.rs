@@ -10,11 +10,11 @@ use validator::Validate;
 
 use crate::auth::{Caller, Org};
 use crate::domain::{ConnectionName, WorkflowId};
+use crate::domain::{Dependency, DisabledWorkflow};
 use crate::error::{ApiError, FieldErrors, Problem};
 use crate::routes::connections::{OrgHeader, parse_name};
 use crate::routes::extract::JsonBody;
 use crate::state::AppState;
-use crate::store::{Dependency, DisabledWorkflow};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,11 +7,11 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId};
+use crate::domain::{NewEvent, NewPending, SecretWrites};
 use crate::error::{ApiError, FieldErrors};
 use crate::oauth::ProviderError;
 use crate::service::grants::{self, status_event};
 use crate::state::AppState;
-use crate::store::{NewEvent, NewPending, SecretWrites};
 
 pub const STATE_LIFETIME_MINUTES: i64 = 10;
 

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 
-use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId};
-use crate::error::{ApiError, FieldErrors};
-use crate::state::AppState;
-use crate::store::{
+use crate::domain::{
+    AssertionRules, ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId,
+};
+use crate::domain::{
     Connection, ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites,
 };
+use crate::error::{ApiError, FieldErrors};
+use crate::state::AppState;
 
 /// Parameters the service sets itself; extra parameters may not override them.
 pub const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
@@ -68,13 +70,7 @@ pub fn check_config(
         }
     }
     if config.flow_type == FlowType::OnBehalfOf {
-        let grant = config
-            .obo_config
-            .as_ref()
-            .and_then(|c| c.get("obo_grant"))
-            .and_then(|g| g.as_str())
-            .and_then(OboGrant::parse);
-        if grant.is_none() {
+        if config.obo_grant.is_none() {
             errors.add("obo_grant", "is required for the on_behalf_of flow");
         }
     }
@@ -213,7 +209,8 @@ pub struct PatchInput {
     pub extra_token_params: Option<BTreeMap<String, String>>,
     /// `Some(None)` removes the test URL.
     pub test_url: Option<Option<String>>,
-    pub obo_config: Option<serde_json::Value>,
+    pub obo_grant: Option<OboGrant>,
+    pub assertion_validation: Option<AssertionRules>,
 }
 
 pub async fn get(
@@ -265,7 +262,12 @@ pub async fn update(
     );
     set!(extra_token_params, patch.extra_token_params, false);
     set!(test_url, patch.test_url, false);
-    set!(obo_config, patch.obo_config.map(Some), true);
+    set!(obo_grant, patch.obo_grant.map(Some), true);
+    set!(
+        assertion_validation,
+        patch.assertion_validation.map(Some),
+        true
+    );
 
     let mut secrets = SecretWrites::default();
     let mut has_secret = current.has_client_secret();

@@ -12,10 +12,11 @@ use chrono::{DateTime, Duration, Utc};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
+use crate::domain::Connection;
 use crate::domain::{ConnectionStatus, EventKind, FlowType};
 use crate::service::grants::{self, GrantError, has_fresh_token};
 use crate::state::AppState;
-use crate::store::{Connection, Leased};
+use crate::store::Leased;
 
 /// How long a lease protects a refresh: longer than the provider call can take.
 pub const LEASE_SECONDS: i64 = 60;

@@ -5,10 +5,11 @@
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::{Connection, NewEvent, SecretWrite, SecretWrites};
 use crate::domain::{ConnectionStatus, EventKind, FlowType};
 use crate::oauth::{ProviderError, TokenSet};
 use crate::state::AppState;
-use crate::store::{Connection, NewEvent, SecretWrite, SecretWrites, StoreError};
+use crate::store::StoreError;
 
 /// How long callers wait after a transient failure before asking the provider again.
 pub const TRANSIENT_COOLDOWN_SECONDS: i64 = 60;

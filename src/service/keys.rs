@@ -3,9 +3,10 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::{display_prefix, generate_key, hash_key};
+use crate::domain::{ApiKey, NewApiKey};
 use crate::domain::{OrgScope, Role};
 use crate::error::{ApiError, FieldErrors};
-use crate::store::{ApiKey, DynStore, NewApiKey};
+use crate::store::DynStore;
 
 /// Shortest key accepted from `OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY`: 128 bits of base64.
 pub const MIN_BOOTSTRAP_KEY_LEN: usize = 24;

@@ -10,14 +10,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
+use crate::domain::{AssertionRules, Connection, NewEvent, OboSession, SecretWrite, SecretWrites};
 use crate::domain::{ConnectionName, EventKind, FlowType, OboGrant, OrgId, Role, Scopes};
 use crate::error::{ApiError, FieldErrors};
-use crate::oauth::{
-    AssertionRules, JwksCache, OboError, OboExchange, Outbound, ProviderError, TokenSet,
-};
+use crate::oauth::{JwksCache, OboError, OboExchange, Outbound, ProviderError, TokenSet};
 use crate::service::credentials::{SingleFlight, Unavailable, with_lease};
 use crate::state::AppState;
-use crate::store::{Connection, Leased, NewEvent, OboSession, SecretWrite, SecretWrites};
+use crate::store::Leased;
 
 /// Cached tokens are served until this long before they expire.
 pub const CACHE_MARGIN_MINUTES: i64 = 5;
@@ -56,19 +55,13 @@ struct OboConfig {
 }
 
 fn config(conn: &Connection) -> Result<OboConfig, ApiError> {
-    let raw = conn.config.obo_config.as_ref();
-    let grant = raw
-        .and_then(|c| c.get("obo_grant"))
-        .and_then(|g| g.as_str())
-        .and_then(OboGrant::parse)
-        .ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("on_behalf_of connection without obo_grant"))
-        })?;
-    let rules = raw
-        .and_then(|c| c.get("assertion_validation"))
-        .filter(|v| !v.is_null())
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
-    Ok(OboConfig { grant, rules })
+    let grant = conn.config.obo_grant.ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("on_behalf_of connection without obo_grant"))
+    })?;
+    Ok(OboConfig {
+        grant,
+        rules: conn.config.assertion_validation.clone(),
+    })
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -611,7 +604,7 @@ async fn refresh_session_holding_lease(
     let secrets = state.store.open_secrets(&conn).map_err(internal)?;
     let tokens = session
         .open_tokens(state.store.keyring())
-        .map_err(internal)?;
+        .map_err(|e| internal(e.into()))?;
     let Some(refresh_token) = tokens.refresh_token else {
         return Err(Unavailable::Internal(
             "the session holds no refresh token".into(),

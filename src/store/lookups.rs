@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::Connection;
+use crate::domain::Connection;
 
 /// Lookups remembered at most (a bound on memory whatever names callers make up).
 const MAX_ENTRIES: u64 = 100_000;

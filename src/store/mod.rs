@@ -16,8 +16,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use crate::crypto::{Keyring, OpenError};
-use crate::domain::{ConnectionName, OrgId};
+use crate::crypto::Keyring;
+use crate::domain::{
+    ApiKey, Connection, ConnectionName, ConnectionSecrets, Dependency, DisabledWorkflow, Event,
+    NewApiKey, NewConnection, NewEvent, NewPending, OboSession, OrgId, PendingAuthorization,
+    RefreshRun, RunError, SealedError, SecretWrites,
+};
 
 pub use lookups::{Lookups, Usable};
 pub use types::*;
@@ -34,13 +38,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("the stored {field} of {row} does not open")]
-    Crypto {
-        row: String,
-        field: &'static str,
-        #[source]
-        source: OpenError,
-    },
+    #[error(transparent)]
+    Crypto(#[from] SealedError),
     #[error("a stored row is not readable: {0}")]
     Corrupt(String),
 }
@@ -164,7 +163,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Opens the connection's secrets.
     fn open_secrets(&self, conn: &Connection) -> StoreResult<ConnectionSecrets> {
-        conn.open_secrets(self.keyring())
+        Ok(conn.open_secrets(self.keyring())?)
     }
 
     // --- events --------------------------------------------------------------------

@@ -15,8 +15,30 @@ use super::types::*;
 use super::{Backend, Leased, Store, StoreError, StoreResult};
 use crate::crypto::{Aad, Keyring};
 use crate::domain::{
-    ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, OrgScope, Role, TokenAuthMethod,
+    ApiKey, AssertionRules, Connection, ConnectionConfig, ConnectionName, ConnectionStatus,
+    Dependency, DisabledWorkflow, Event, EventKind, FlowType, NewApiKey, NewConnection, NewEvent,
+    NewPending, OboGrant, OboSession, OrgId, OrgScope, PendingAuthorization, RefreshRun, Role,
+    RunError, Sealed, SealedError, SecretWrite, SecretWrites, TokenAuthMethod, fields,
 };
+
+/// The `obo_config` column: a connection's on-behalf-of settings as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OboColumn {
+    obo_grant: Option<OboGrant>,
+    assertion_validation: Option<AssertionRules>,
+}
+
+impl OboColumn {
+    fn of(c: &ConnectionConfig) -> Option<String> {
+        if c.obo_grant.is_none() && c.assertion_validation.is_none() {
+            return None;
+        }
+        Some(to_json(&OboColumn {
+            obo_grant: c.obo_grant,
+            assertion_validation: c.assertion_validation.clone(),
+        }))
+    }
+}
 
 /// A pool and the keyring that seals what goes into it.
 pub struct SqlStore<DB: sqlx::Database> {
@@ -183,9 +205,11 @@ impl TryFrom<ConnectionRow> for Connection {
 
     fn try_from(r: ConnectionRow) -> StoreResult<Self> {
         let id = r.id;
-        let json = |text: &str, what: &str| {
-            serde_json::from_str::<serde_json::Value>(text).map_err(|_| corrupt(what, &id))
-        };
+        let obo = r
+            .obo_config
+            .as_deref()
+            .map(|t| serde_json::from_str::<OboColumn>(t).map_err(|_| corrupt("obo_config", &id)))
+            .transpose()?;
         let string_map = |text: &str, what: &str| {
             serde_json::from_str::<BTreeMap<String, String>>(text).map_err(|_| corrupt(what, &id))
         };
@@ -210,11 +234,8 @@ impl TryFrom<ConnectionRow> for Connection {
                 )?,
                 extra_token_params: string_map(&r.extra_token_params, "extra_token_params")?,
                 test_url: r.test_url,
-                obo_config: r
-                    .obo_config
-                    .as_deref()
-                    .map(|t| json(t, "obo_config"))
-                    .transpose()?,
+                obo_grant: obo.as_ref().and_then(|o| o.obo_grant),
+                assertion_validation: obo.and_then(|o| o.assertion_validation),
             },
             status: ConnectionStatus::parse(&r.status).ok_or_else(|| corrupt("status", &id))?,
             status_message: r.status_message,
@@ -530,7 +551,7 @@ macro_rules! impl_store {
                 .bind(to_json(&c.extra_authorization_params))
                 .bind(to_json(&c.extra_token_params))
                 .bind(&c.test_url)
-                .bind(c.obo_config.as_ref().map(to_json))
+                .bind(OboColumn::of(c))
                 .bind(ConnectionStatus::NotConnected.as_str())
                 .bind(refresh_token)
                 .bind(now)
@@ -635,11 +656,11 @@ macro_rules! impl_store {
                             field: fields::PKCE_VERIFIER,
                         },
                     )
-                    .map_err(|source| StoreError::Crypto {
+                    .map_err(|source| StoreError::Crypto(SealedError {
                         row: "a pending authorization".into(),
                         field: fields::PKCE_VERIFIER,
                         source,
-                    })?;
+                    }))?;
                 Ok(Some(PendingAuthorization {
                     org_id: OrgId::parse(&org_id)
                         .map_err(|_| StoreError::Corrupt("pending authorization: bad org".into()))?,
@@ -733,7 +754,7 @@ macro_rules! impl_store {
                 .bind(to_json(&c.extra_authorization_params))
                 .bind(to_json(&c.extra_token_params))
                 .bind(&c.test_url)
-                .bind(c.obo_config.as_ref().map(to_json))
+                .bind(OboColumn::of(c))
                 .bind(conn.status.as_str())
                 .bind(&conn.status_message)
                 .bind(access_token)
@@ -1345,11 +1366,11 @@ macro_rules! impl_store {
                         ] {
                             let Some(current) = slot.as_deref() else { continue };
                             match self.keyring.reseal(current, conn.aad(field)).map_err(|source| {
-                                StoreError::Crypto {
+                                StoreError::Crypto(SealedError {
                                     row: format!("connection {}/{}", conn.org_id, conn.name),
                                     field,
                                     source,
-                                }
+                                })
                             })? {
                                 Some(new) => {
                                     *slot = Some(new);
@@ -1402,11 +1423,11 @@ macro_rules! impl_store {
                             (&mut sealed.refresh_token, fields::REFRESH_TOKEN),
                         ] {
                             let Some(current) = slot.as_deref() else { continue };
-                            match self.keyring.reseal(current, session.aad(field)).map_err(|source| StoreError::Crypto {
+                            match self.keyring.reseal(current, session.aad(field)).map_err(|source| StoreError::Crypto(SealedError {
                                 row: format!("obo session {}", session.id),
                                 field,
                                 source,
-                            })? {
+                            }))? {
                                 Some(new) => {
                                     *slot = Some(new);
                                     row_report.resealed += 1;
@@ -1446,11 +1467,11 @@ macro_rules! impl_store {
                         row_id: &state_hash,
                         field: fields::PKCE_VERIFIER,
                     };
-                    match self.keyring.reseal(&sealed, aad).map_err(|source| StoreError::Crypto {
+                    match self.keyring.reseal(&sealed, aad).map_err(|source| StoreError::Crypto(SealedError {
                         row: "a pending authorization".into(),
                         field: fields::PKCE_VERIFIER,
                         source,
-                    })? {
+                    }))? {
                         Some(new) => {
                             sqlx::query(
                                 "update pending_authorizations set pkce_verifier_sealed = $2 where state_hash = $1",

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites};
 use oauth_broker::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
 };
-use oauth_broker::store::{ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites};
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -88,7 +88,8 @@ async fn insert_due(app: &TestApp, org: &str, name: &str, token_url: &str) {
                     extra_authorization_params: Default::default(),
                     extra_token_params: Default::default(),
                     test_url: None,
-                    obo_config: None,
+                    obo_grant: None,
+                    assertion_validation: None,
                 },
                 client_secret: Some(SecretString::from("secret-1")),
                 refresh_token: None,

@@ -43,7 +43,7 @@ async fn answer(request: reqwest::RequestBuilder, status: u16, what: &str) -> St
     text
 }
 
-async fn connection(app: &TestApp, org: &str, name: &str) -> oauth_broker::store::Connection {
+async fn connection(app: &TestApp, org: &str, name: &str) -> oauth_broker::domain::Connection {
     app.state
         .store
         .get_connection(
