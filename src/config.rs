@@ -170,45 +170,6 @@ impl Settings {
             .filter(|o| !o.is_empty())
             .collect()
     }
-
-    pub fn outbound(&self) -> crate::oauth::OutboundConfig {
-        use std::time::Duration;
-        crate::oauth::OutboundConfig {
-            timeout: Duration::from_millis(self.provider_timeout_ms.max(1)),
-            backoff_base: Duration::from_millis(self.provider_retry_base_ms),
-            allow_private_addresses: self.allow_private_provider_addresses,
-            ..Default::default()
-        }
-    }
-
-    /// The SQLite file path when the database URL names one.
-    pub fn sqlite_path(&self) -> Option<PathBuf> {
-        sqlite_path(self.database_url.expose_secret())
-    }
-}
-
-/// `sqlite://./data/x.db?mode=rwc` -> `./data/x.db`; `None` for other schemes or memory.
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or("");
-    if path.is_empty() || path == ":memory:" {
-        None
-    } else {
-        Some(PathBuf::from(path))
-    }
-}
-
-/// The database URL with any password replaced, for logs.
-pub fn redact_database_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("********"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -216,22 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlite_paths_are_read_from_urls() {
-        assert_eq!(
-            sqlite_path("sqlite://./data/oauth-broker.db"),
-            Some(PathBuf::from("./data/oauth-broker.db"))
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///var/x.db?mode=rwc"),
-            Some(PathBuf::from("/var/x.db"))
-        );
-        assert_eq!(sqlite_path("postgres://u@h/db"), None);
-    }
-
-    #[test]
-    fn database_passwords_are_redacted_and_settings_debug_hides_secrets() {
-        let shown = redact_database_url("postgres://user:hunter2@db:5432/broker");
-        assert!(!shown.contains("hunter2"), "{shown}");
+    fn settings_debug_hides_secrets() {
         let settings = Settings {
             database_url: SecretString::from("postgres://user:hunter2@db/x"),
             bootstrap_admin_key: Some(SecretString::from("obk_topsecret")),

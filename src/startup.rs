@@ -13,7 +13,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::clock::{DynClock, SystemClock};
-use crate::config::{Settings, redact_database_url};
+use crate::config::Settings;
 use crate::crypto::{Aad, Keyring, OpenError};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -32,10 +32,10 @@ const KEY_CHECK_AAD: Aad<'static> = Aad {
 
 /// Where the key file is: as configured, else beside the SQLite database.
 pub fn key_file_path(settings: &Settings) -> Option<PathBuf> {
-    settings
-        .encryption_key_file
-        .clone()
-        .or_else(|| settings.sqlite_path().map(|p| p.with_extension("key")))
+    settings.encryption_key_file.clone().or_else(|| {
+        store::sqlite_path(secrecy::ExposeSecret::expose_secret(&settings.database_url))
+            .map(|p| p.with_extension("key"))
+    })
 }
 
 /// Opens and migrates the database, then chooses the keyring and proves it opens the
@@ -47,7 +47,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
         .with_context(|| {
             format!(
                 "opening the database {}",
-                redact_database_url(settings.database_url.expose_secret())
+                store::redact_database_url(settings.database_url.expose_secret())
             )
         })?;
     let keyring = Arc::new(choose_keyring(settings, &pool).await?);
@@ -148,7 +148,9 @@ impl Application {
         let listener =
             bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let address = listener.local_addr()?;
-        let outbound = Arc::new(crate::oauth::Outbound::new(settings.outbound()));
+        let outbound = Arc::new(crate::oauth::Outbound::new(
+            crate::oauth::OutboundConfig::from_settings(&settings),
+        ));
         let state = web::Data::new(AppState {
             public_base: settings.public_base(&address),
             provider: crate::oauth::ProviderClient::new(outbound.clone()),

@@ -28,6 +28,18 @@ pub struct OutboundConfig {
     pub test_timeout: Duration,
 }
 
+impl OutboundConfig {
+    /// The operator's settings over the defaults.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            timeout: Duration::from_millis(settings.provider_timeout_ms.max(1)),
+            backoff_base: Duration::from_millis(settings.provider_retry_base_ms),
+            allow_private_addresses: settings.allow_private_provider_addresses,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for OutboundConfig {
     fn default() -> Self {
         Self {

@@ -4,6 +4,7 @@
 //! Secrets cross this boundary in clear only as `SecretString`; they are sealed on the
 //! way in and opened on the way out with the keyring, bound to org, row and column.
 
+mod database_url;
 mod lookups;
 mod postgres;
 mod sql;
@@ -23,6 +24,7 @@ use crate::domain::{
     RefreshRun, RunError, SealedError, SecretWrites,
 };
 
+pub use database_url::{redact_database_url, sqlite_path};
 pub use lookups::{Lookups, Usable};
 pub use types::*;
 

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use super::StoreResult;
 
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::SqlitePool> {
-    if let Some(path) = crate::config::sqlite_path(url)
+    if let Some(path) = super::sqlite_path(url)
         && let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
