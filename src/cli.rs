@@ -92,7 +92,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 report.resealed, report.current
             );
         }
-        Command::Openapi => print!("{}", crate::openapi::document()),
+        Command::Openapi => print!("{}", crate::http::openapi::document()),
     }
     Ok(())
 }

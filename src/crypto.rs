@@ -95,6 +95,16 @@ impl fmt::Debug for Keyring {
     }
 }
 
+/// SHA-256 of `data` as lowercase hex: how API keys, authorization states and
+/// on-behalf-of assertions are looked up without being stored.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn valid_kid(kid: &str) -> bool {
     !kid.is_empty()
         && kid.len() <= 32

@@ -9,17 +9,13 @@ use actix_web::dev::Server;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::{Context, bail};
-use utoipa::OpenApi;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::clock::{DynClock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::{Aad, Keyring, OpenError};
-use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::openapi::ApiDoc;
+use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::keys::{Bootstrap, bootstrap};
-use crate::state::AppState;
 use crate::store::{self, AnyPool, Backend, DynStore};
 
 const KEY_CHECK: &str = "key_check";
@@ -131,7 +127,7 @@ async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<K
 pub struct Application {
     port: u16,
     server: Server,
-    state: web::Data<AppState>,
+    broker: Arc<Broker>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
 }
 
@@ -148,56 +144,43 @@ impl Application {
         let listener =
             bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let address = listener.local_addr()?;
-        let outbound = Arc::new(crate::oauth::Outbound::new(
-            crate::oauth::OutboundConfig::from_settings(&settings),
-        ));
-        let state = web::Data::new(AppState {
-            public_base: settings.public_base(&address),
-            provider: crate::oauth::ProviderClient::new(outbound.clone()),
-            obo: crate::service::obo::Obo::new(outbound),
-            refreshes: Default::default(),
-            replica_id: uuid::Uuid::new_v4().simple().to_string(),
-            refresher: Default::default(),
-            read_events: Default::default(),
-            rate_limit: crate::auth::RateLimit::per_minute(settings.rate_limit_per_minute),
+        let broker = Broker::new(
             store,
             clock,
-            settings,
-            keys: Default::default(),
-            failed_auths: Default::default(),
-            metrics: Arc::new(Metrics::default()),
-        });
+            settings.clone(),
+            settings.public_base(&address),
+        );
+        let state = web::Data::new(AppState::new(broker.clone()));
         let server_state = state.clone();
-        let workers = state.settings.http_workers;
+        let workers = settings.http_workers;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
-                .configure(routes_and_docs)
-                .default_service(web::to(not_found))
+                .configure(crate::http::configure)
+                .default_service(web::to(crate::http::not_found))
                 .wrap(
                     DefaultHeaders::new()
                         .add(("X-Content-Type-Options", "nosniff"))
                         .add(("Cache-Control", "no-store")),
                 )
-                .wrap(from_fn(crate::metrics::track))
+                .wrap(from_fn(crate::http::metrics::track))
         })
         .shutdown_timeout(30);
         if let Some(workers) = workers {
             server = server.workers(workers.max(1));
         }
         let server = server.listen(listener)?.run();
-        let scheduler = if state.settings.refresher_enabled {
-            let delay =
-                std::time::Duration::from_secs(state.settings.refresh_startup_delay_seconds);
-            Some(crate::refresher::schedule(state.clone().into_inner(), delay).await?)
+        let scheduler = if settings.refresher_enabled {
+            let delay = std::time::Duration::from_secs(settings.refresh_startup_delay_seconds);
+            Some(crate::service::refresher::schedule(broker.clone(), delay).await?)
         } else {
             None
         };
-        tracing::info!(address = %address, public_url = %state.public_base, "listening");
+        tracing::info!(address = %address, public_url = %broker.public_base, "listening");
         Ok(Self {
             port: address.port(),
             server,
-            state,
+            broker,
             scheduler,
         })
     }
@@ -206,8 +189,9 @@ impl Application {
         self.port
     }
 
-    pub fn state(&self) -> web::Data<AppState> {
-        self.state.clone()
+    /// The service context the server runs with (tests run the refresher through it).
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
     }
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish (30 s at most).
@@ -219,12 +203,6 @@ impl Application {
         }
         result
     }
-}
-
-fn routes_and_docs(cfg: &mut web::ServiceConfig) {
-    crate::routes::configure(cfg);
-    cfg.service(web::redirect("/docs", "/docs/"))
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()));
 }
 
 /// New connections the kernel queues while the workers are busy. std binds with 128:
@@ -260,10 +238,6 @@ pub fn bind(listen: &str) -> std::io::Result<TcpListener> {
             "the address resolves to nothing",
         )
     }))
-}
-
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
 }
 
 /// Makes sure an operator has a way in: registers `OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY`,

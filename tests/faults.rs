@@ -641,7 +641,7 @@ async fn kill_during_a_run_then_restart(db: TestDb) {
     let killed_at = Utc::now().timestamp_millis();
 
     // Assert: the dead process's leases lapse by themselves within LEASE_SECONDS.
-    let lease_ms = oauth_broker::service::credentials::LEASE_SECONDS * 1000;
+    let lease_ms = oauth_broker::service::refresh::LEASE_SECONDS * 1000;
     let leases = db
         .rows("select name, lease_until from connections where lease_until is not null")
         .await;

@@ -36,12 +36,12 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use oauth_broker::crypto::{Aad, Keyring, OpenError};
 use oauth_broker::domain::AssertionRules;
+use oauth_broker::http::routes::callback::{CALLBACK_CSP, CallbackQuery, render};
 use oauth_broker::oauth::{
     JwksCache, JwtError, LenientTokenResponse, MAX_EXPIRES_IN, OboError, Outbound, OutboundConfig,
     ProviderError, TokenSet, TransportError, downstream_resources, read_obo_reply, sanitize,
     unverified_audiences,
 };
-use oauth_broker::routes::callback::{CALLBACK_CSP, CallbackQuery, render};
 use oauth_broker::service::authorization::{CallbackOutcome, CallbackParams};
 
 /// `cases` per property, unless `PROPTEST_CASES` asks for another number for all of them.

@@ -6,6 +6,7 @@
 //! (a connection, an OBO session, an event, a key, a run) are what services, the store
 //! and the provider client pass between them.
 
+mod caller;
 mod connection;
 mod enums;
 mod errors;
@@ -19,6 +20,7 @@ mod run;
 mod scopes;
 mod workflow;
 
+pub use caller::{Caller, Forbidden};
 pub use connection::{
     Connection, ConnectionConfig, ConnectionSecrets, NewConnection, Sealed, SealedError,
     SecretWrite, SecretWrites, fields, open_sealed,

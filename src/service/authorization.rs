@@ -4,22 +4,17 @@
 
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
-use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId};
+use super::{Broker, Error, Result};
+use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FieldErrors, FlowType, OrgId};
 use crate::domain::{NewEvent, NewPending, SecretWrites};
-use crate::error::{ApiError, FieldErrors};
 use crate::oauth::ProviderError;
 use crate::service::grants::{self, status_event};
-use crate::state::AppState;
 
 pub const STATE_LIFETIME_MINUTES: i64 = 10;
 
 pub fn state_hash(state: &str) -> String {
-    Sha256::digest(state.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::crypto::sha256_hex(state.as_bytes())
 }
 
 pub struct Started {
@@ -29,47 +24,53 @@ pub struct Started {
 }
 
 /// Checks `return_to` against the configured origins (no open redirect).
-pub fn check_return_to(state: &AppState, return_to: &str) -> Result<(), ApiError> {
+pub fn check_return_to(broker: &Broker, return_to: &str) -> Result<()> {
     let url = url::Url::parse(return_to)
         .map_err(|_| FieldErrors::single("return_to", "must be an absolute URL"))?;
     let origin = url.origin().ascii_serialization();
-    if state.settings.return_origins().iter().any(|o| o == &origin) {
+    if broker
+        .settings
+        .return_origins()
+        .iter()
+        .any(|o| o == &origin)
+    {
         Ok(())
     } else {
         Err(FieldErrors::single(
             "return_to",
             format!("origin {origin} is not in OAUTH_BROKER_ALLOWED_RETURN_ORIGINS"),
-        ))
+        )
+        .into())
     }
 }
 
 pub async fn start(
-    state: &AppState,
+    broker: &Broker,
     org: &OrgId,
     name: &ConnectionName,
     return_to: Option<String>,
     actor: &str,
-) -> Result<Started, ApiError> {
+) -> Result<Started> {
     if let Some(r) = &return_to {
-        check_return_to(state, r)?;
+        check_return_to(broker, r)?;
     }
-    let conn = super::connections::get(state, org, name).await?;
+    let conn = super::connections::get(broker, org, name).await?;
     if conn.config.flow_type != FlowType::AuthorizationCode {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::NotApplicable(format!(
             "only authorization_code connections are authorized in a browser; this one is {}",
             conn.config.flow_type
         )));
     }
-    let now = state.clock.now();
-    let _ = state.store.purge_expired_pending(now).await;
-    let secrets = state.store.open_secrets(&conn)?;
-    let redirect_uri = state.redirect_uri(name.as_str());
-    let started = state
+    let now = broker.clock.now();
+    let _ = broker.store.purge_expired_pending(now).await;
+    let secrets = broker.store.open_secrets(&conn)?;
+    let redirect_uri = broker.redirect_uri(name.as_str());
+    let started = broker
         .provider
         .start_authorization(&conn, &secrets, &redirect_uri)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| Error::NotApplicable(e.to_string()))?;
     let expires_at = now + Duration::minutes(STATE_LIFETIME_MINUTES);
-    state
+    broker
         .store
         .insert_pending(NewPending {
             state_hash: state_hash(started.state.expose_secret()),
@@ -101,7 +102,7 @@ pub async fn start(
     }
     next.status = ConnectionStatus::WaitingCallback;
     next.updated_at = now;
-    state
+    broker
         .store
         .save_connection(&next, SecretWrites::default(), events)
         .await?;
@@ -139,10 +140,10 @@ fn refused(message: impl Into<String>) -> CallbackOutcome {
 const ACTOR: &str = "callback";
 
 pub async fn callback(
-    state: &AppState,
+    broker: &Broker,
     name: &str,
     params: CallbackParams,
-) -> Result<CallbackOutcome, ApiError> {
+) -> Result<CallbackOutcome> {
     let Some(raw_state) = params.state else {
         return Ok(refused("The callback has no state parameter."));
     };
@@ -150,7 +151,7 @@ pub async fn callback(
         return Ok(refused("Unknown connection."));
     };
     // Consumed before anything else: a state works once, whatever happens next.
-    let Some(pending) = state
+    let Some(pending) = broker
         .store
         .take_pending(&state_hash(raw_state.expose_secret()))
         .await?
@@ -159,13 +160,13 @@ pub async fn callback(
             "This authorization link is unknown or was already used. Start the authorization again.",
         ));
     };
-    let now = state.clock.now();
+    let now = broker.clock.now();
     if pending.expires_at < now {
         return Ok(refused(
             "This authorization expired (it is valid for 10 minutes). Start the authorization again.",
         ));
     }
-    let Some(conn) = state
+    let Some(conn) = broker
         .store
         .get_connection_by_id(&pending.connection_id)
         .await?
@@ -192,7 +193,7 @@ pub async fn callback(
                 .map(crate::oauth::sanitize),
         };
         grants::record_failure(
-            state,
+            broker,
             &conn,
             &provider_error,
             ACTOR,
@@ -207,12 +208,13 @@ pub async fn callback(
             code: "missing_code".into(),
             description: Some("the callback carried neither code nor error".into()),
         };
-        grants::record_failure(state, &conn, &error, ACTOR, EventKind::CallbackFailed, now).await?;
+        grants::record_failure(broker, &conn, &error, ACTOR, EventKind::CallbackFailed, now)
+            .await?;
         return Ok(fail("The callback carried no authorization code.".into()));
     };
 
-    let secrets = state.store.open_secrets(&conn)?;
-    let exchanged = state
+    let secrets = broker.store.open_secrets(&conn)?;
+    let exchanged = broker
         .provider
         .exchange_code(
             &conn,
@@ -222,7 +224,7 @@ pub async fn callback(
             &pending.redirect_uri,
         )
         .await;
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let tokens = match exchanged {
         Ok(tokens) => tokens,
         Err(error) => {
@@ -235,7 +237,7 @@ pub async fn callback(
                 },
                 permanent => permanent,
             };
-            grants::record_failure(state, &conn, &error, ACTOR, EventKind::CallbackFailed, now)
+            grants::record_failure(broker, &conn, &error, ACTOR, EventKind::CallbackFailed, now)
                 .await?;
             return Ok(fail(format!("The code exchange failed: {error}")));
         }
@@ -249,7 +251,7 @@ pub async fn callback(
         None,
     )];
     let stored = grants::record_tokens(
-        state,
+        broker,
         &conn,
         tokens,
         ACTOR,
@@ -265,7 +267,7 @@ pub async fn callback(
     .await?;
     if testing {
         let (_, outcome) =
-            grants::test(state, &stored, ACTOR, Some(ConnectionStatus::Completed)).await?;
+            grants::test(broker, &stored, ACTOR, Some(ConnectionStatus::Completed)).await?;
         if !outcome.success {
             return Ok(fail(format!(
                 "The connection was authorized but its test failed: {}",

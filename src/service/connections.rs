@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 
+use super::{Broker, Error, Result};
 use crate::domain::{
-    AssertionRules, ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId,
+    AssertionRules, ConnectionName, ConnectionStatus, EventKind, FieldErrors, FlowType, OboGrant,
+    OrgId,
 };
 use crate::domain::{
     Connection, ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites,
 };
-use crate::error::{ApiError, FieldErrors};
-use crate::state::AppState;
 
 /// Parameters the service sets itself; extra parameters may not override them.
 pub const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
@@ -69,10 +69,8 @@ pub fn check_config(
             }
         }
     }
-    if config.flow_type == FlowType::OnBehalfOf {
-        if config.obo_grant.is_none() {
-            errors.add("obo_grant", "is required for the on_behalf_of flow");
-        }
+    if config.flow_type == FlowType::OnBehalfOf && config.obo_grant.is_none() {
+        errors.add("obo_grant", "is required for the on_behalf_of flow");
     }
     for key in config.extra_authorization_params.keys() {
         if RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
@@ -100,11 +98,11 @@ pub struct CreateInput {
 }
 
 pub async fn create(
-    state: &AppState,
+    broker: &Broker,
     org: &OrgId,
     input: CreateInput,
     actor: &str,
-) -> Result<Connection, ApiError> {
+) -> Result<Connection> {
     let mut errors = FieldErrors::default();
     check_config(
         &input.config,
@@ -113,7 +111,7 @@ pub async fn create(
         &mut errors,
     );
     errors.finish()?;
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let event = NewEvent {
         org_id: org.clone(),
         connection_id: String::new(), // set by the store once the id exists
@@ -123,7 +121,7 @@ pub async fn create(
         actor: actor.to_owned(),
         detail: Some(format!("flow {}", input.config.flow_type)),
     };
-    let conn = state
+    let conn = broker
         .store
         .insert_connection(
             NewConnection {
@@ -150,7 +148,7 @@ pub async fn create(
             conn.created_at,
             None,
         );
-        return Ok(state
+        return Ok(broker
             .store
             .save_connection(&next, SecretWrites::default(), vec![event])
             .await?);
@@ -161,16 +159,16 @@ pub async fn create(
         conn.config.flow_type,
         FlowType::ClientCredentials | FlowType::RefreshToken
     ) {
-        return match super::grants::acquire(state, &conn, actor, EventKind::TokenAcquired).await {
+        return match super::grants::acquire(broker, &conn, actor, EventKind::TokenAcquired).await {
             Ok(updated) => Ok(updated),
             Err(super::grants::GrantError::Provider(error)) => {
                 // At creation there is no token to keep serving, so even a transient
                 // failure leaves the connection unusable: `failed`, with the reason.
-                let conn = get(state, org, &conn.name).await?;
+                let conn = get(broker, org, &conn.name).await?;
                 if conn.status == ConnectionStatus::Failed {
                     return Ok(conn);
                 }
-                let now = state.clock.now();
+                let now = broker.clock.now();
                 let mut next = conn.clone();
                 next.status = ConnectionStatus::Failed;
                 next.status_message = Some(error.to_string());
@@ -182,7 +180,7 @@ pub async fn create(
                     now,
                     Some(error.to_string()),
                 );
-                Ok(state
+                Ok(broker
                     .store
                     .save_connection(&next, SecretWrites::default(), vec![event])
                     .await?)
@@ -213,26 +211,22 @@ pub struct PatchInput {
     pub assertion_validation: Option<AssertionRules>,
 }
 
-pub async fn get(
-    state: &AppState,
-    org: &OrgId,
-    name: &ConnectionName,
-) -> Result<Connection, ApiError> {
-    state
+pub async fn get(broker: &Broker, org: &OrgId, name: &ConnectionName) -> Result<Connection> {
+    broker
         .store
         .get_connection(org, name)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no connection `{name}` in org `{org}`")))
+        .ok_or_else(|| Error::NotFound(format!("no connection `{name}` in org `{org}`")))
 }
 
 pub async fn update(
-    state: &AppState,
+    broker: &Broker,
     org: &OrgId,
     name: &ConnectionName,
     patch: PatchInput,
     actor: &str,
-) -> Result<Connection, ApiError> {
-    let current = get(state, org, name).await?;
+) -> Result<Connection> {
+    let current = get(broker, org, name).await?;
     let mut next = current.clone();
     let c = &mut next.config;
     // What identifies the grant: changing any of it invalidates the stored tokens.
@@ -303,7 +297,7 @@ pub async fn update(
         return Ok(current);
     }
 
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let mut events = vec![NewEvent::for_connection(
         &current,
         EventKind::Updated,
@@ -338,34 +332,48 @@ pub async fn update(
         }
     }
     next.updated_at = now;
-    Ok(state.store.save_connection(&next, secrets, events).await?)
+    Ok(broker.store.save_connection(&next, secrets, events).await?)
 }
 
 pub async fn delete(
-    state: &AppState,
+    broker: &Broker,
     org: &OrgId,
     name: &ConnectionName,
     confirm_disable_workflows: bool,
     actor: &str,
-) -> Result<(), ApiError> {
-    let conn = get(state, org, name).await?;
-    let dependents = state.store.dependent_workflows(org, name).await?;
+) -> Result<()> {
+    let conn = get(broker, org, name).await?;
+    let dependents = broker.store.dependent_workflows(org, name).await?;
     if !dependents.is_empty() && !confirm_disable_workflows {
-        return Err(ApiError::DependentsExist {
-            workflows: dependents,
-        });
+        return Err(Error::DependentsExist(dependents));
     }
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let detail = if dependents.is_empty() {
         None
     } else {
         Some(format!("disabled workflows: {}", dependents.join(", ")))
     };
     let event = NewEvent::for_connection(&conn, EventKind::Deleted, actor, now, detail);
-    state
+    broker
         .store
         .delete_connection(&conn, !dependents.is_empty(), event)
         .await?;
     tracing::info!(org = %org, connection = %name, disabled = dependents.len(), "connection deleted");
     Ok(())
+}
+
+/// The connections of `orgs`, ordered by org then name.
+pub async fn list(broker: &Broker, orgs: &[OrgId]) -> Result<Vec<Connection>> {
+    Ok(broker.store.list_connections(orgs).await?)
+}
+
+/// The newest `limit` events of a connection, newest first.
+pub async fn events(
+    broker: &Broker,
+    org: &OrgId,
+    name: &ConnectionName,
+    limit: i64,
+) -> Result<Vec<crate::domain::Event>> {
+    let conn = get(broker, org, name).await?;
+    Ok(broker.store.list_events(&conn.id, limit).await?)
 }

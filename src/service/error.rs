@@ -1,7 +1,7 @@
 //! What can go wrong in a service call, named for what happened. `http` turns each into
 //! its problem+json answer; the command line prints them.
 
-use crate::domain::{ConnectionStatus, FieldErrors};
+use crate::domain::{ConnectionName, ConnectionStatus, FieldErrors};
 use crate::oauth::OboError;
 use crate::store::StoreError;
 
@@ -22,15 +22,21 @@ pub enum NoToken {
     Internal(String),
 }
 
-/// An on-behalf-of exchange that did not happen.
+/// An on-behalf-of exchange of `connection` that did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum OboFailure {
-    /// The assertion failed local validation; the message names the claim.
-    #[error("the assertion is not valid: {0}")]
-    AssertionInvalid(String),
+    /// The assertion failed local validation; `reason` names the claim.
+    #[error("the assertion for `{connection}` is not valid: {reason}")]
+    AssertionInvalid {
+        connection: ConnectionName,
+        reason: String,
+    },
     /// The provider refused or could not be reached.
-    #[error(transparent)]
-    Exchange(#[from] OboError),
+    #[error("the exchange for `{connection}` failed: {error}")]
+    Exchange {
+        connection: ConnectionName,
+        error: OboError,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +70,12 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::domain::Forbidden> for Error {
+    fn from(e: crate::domain::Forbidden) -> Self {
+        Error::Forbidden(e.0)
+    }
 }
 
 impl From<FieldErrors> for Error {

@@ -5,10 +5,12 @@
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::{Connection, NewEvent, SecretWrite, SecretWrites};
-use crate::domain::{ConnectionStatus, EventKind, FlowType};
+use super::Broker;
+use crate::domain::{
+    Connection, ConnectionName, ConnectionStatus, EventKind, FlowType, NewEvent, OrgId,
+    SecretWrite, SecretWrites,
+};
 use crate::oauth::{ProviderError, TokenSet};
-use crate::state::AppState;
 use crate::store::StoreError;
 
 /// How long callers wait after a transient failure before asking the provider again.
@@ -25,13 +27,13 @@ pub enum GrantError {
 /// Asks the provider for a new access token for `conn`'s grant and stores the result.
 /// On a provider failure the failure is recorded (see `record_failure`) and returned.
 pub async fn acquire(
-    state: &AppState,
+    broker: &Broker,
     conn: &Connection,
     actor: &str,
     success_kind: EventKind,
 ) -> Result<Connection, GrantError> {
-    let secrets = state.store.open_secrets(conn)?;
-    let provider = &state.provider;
+    let secrets = broker.store.open_secrets(conn)?;
+    let provider = &broker.provider;
     let result = match conn.config.flow_type {
         FlowType::ClientCredentials => provider.client_credentials(conn, &secrets).await,
         FlowType::RefreshToken | FlowType::AuthorizationCode => match &secrets.refresh_token {
@@ -51,14 +53,14 @@ pub async fn acquire(
             description: Some("on_behalf_of connections hold no token of their own".into()),
         }),
     };
-    let now = state.clock.now();
+    let now = broker.clock.now();
     if let Err(ProviderError::Permanent { code, .. }) = &result
         && code == "invalid_grant"
         && secrets.refresh_token.is_some()
     {
         // Another replica (or an earlier request) may have rotated the refresh token
         // after we read it: then the grant is fine and the stored row is the answer.
-        if let Some(current) = state.store.get_connection_by_id(&conn.id).await?
+        if let Some(current) = broker.store.get_connection_by_id(&conn.id).await?
             && current.sealed.refresh_token != conn.sealed.refresh_token
         {
             tracing::info!(org = %conn.org_id, connection = %conn.name, "invalid_grant after a rotation by someone else; using their tokens");
@@ -67,7 +69,7 @@ pub async fn acquire(
     }
     match result {
         Ok(tokens) => Ok(record_tokens(
-            state,
+            broker,
             conn,
             tokens,
             actor,
@@ -78,7 +80,7 @@ pub async fn acquire(
         )
         .await?),
         Err(error) => {
-            record_failure(state, conn, &error, actor, EventKind::RefreshFailed, now).await?;
+            record_failure(broker, conn, &error, actor, EventKind::RefreshFailed, now).await?;
             Err(GrantError::Provider(error))
         }
     }
@@ -88,7 +90,7 @@ pub async fn acquire(
 /// sent one (RFC 6749 6: otherwise the old one stays valid), and sets `status`.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_tokens(
-    state: &AppState,
+    broker: &Broker,
     conn: &Connection,
     tokens: TokenSet,
     actor: &str,
@@ -97,7 +99,7 @@ pub async fn record_tokens(
     mut events: Vec<NewEvent>,
     now: DateTime<Utc>,
 ) -> Result<Connection, StoreError> {
-    let default_lifetime = state.settings.default_token_lifetime_seconds;
+    let default_lifetime = broker.settings.default_token_lifetime_seconds;
     // A missing `expires_in` means "unknown", not "never": assume the default lifetime
     // so the refresher still renews it before it silently dies.
     let lifetime = tokens.lifetime(default_lifetime).as_secs();
@@ -146,7 +148,7 @@ pub async fn record_tokens(
     };
     let mut attempt = 0;
     loop {
-        match state
+        match broker
             .store
             .save_connection(&next, secrets.clone(), events.clone())
             .await
@@ -161,10 +163,10 @@ pub async fn record_tokens(
             // discarded these tokens on purpose.
             Err(StoreError::Stale) if attempt < 3 => {
                 attempt += 1;
-                let Some(fresh) = state.store.get_connection_by_id(&conn.id).await? else {
+                let Some(fresh) = broker.store.get_connection_by_id(&conn.id).await? else {
                     return Err(StoreError::Stale);
                 };
-                if fresh.config != conn.config || !same_refresh_token(state, &fresh, conn)? {
+                if fresh.config != conn.config || !same_refresh_token(broker, &fresh, conn)? {
                     return Err(StoreError::Stale);
                 }
                 let mut rebased = fresh.clone();
@@ -186,15 +188,11 @@ pub async fn record_tokens(
 
 /// Whether two versions of a row hold the same refresh token. Their ciphertexts differ
 /// when `rotate-keys` re-sealed the row meanwhile, so those are compared opened.
-fn same_refresh_token(
-    state: &AppState,
-    a: &Connection,
-    b: &Connection,
-) -> Result<bool, StoreError> {
+fn same_refresh_token(broker: &Broker, a: &Connection, b: &Connection) -> Result<bool, StoreError> {
     if a.sealed.refresh_token == b.sealed.refresh_token {
         return Ok(true);
     }
-    let (a, b) = (state.store.open_secrets(a)?, state.store.open_secrets(b)?);
+    let (a, b) = (broker.store.open_secrets(a)?, broker.store.open_secrets(b)?);
     Ok(match (a.refresh_token, b.refresh_token) {
         (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
         (a, b) => a.is_none() && b.is_none(),
@@ -205,7 +203,7 @@ fn same_refresh_token(
 /// ones keep the status (a still-valid token is still served), count the failure and
 /// start a cooldown.
 pub async fn record_failure(
-    state: &AppState,
+    broker: &Broker,
     conn: &Connection,
     error: &ProviderError,
     actor: &str,
@@ -239,7 +237,7 @@ pub async fn record_failure(
         next.next_refresh_attempt_at = Some(now + Duration::seconds(TRANSIENT_COOLDOWN_SECONDS));
     }
     tracing::warn!(org = %conn.org_id, connection = %conn.name, permanent = error.is_permanent(), error = %error, "provider call failed");
-    state
+    broker
         .store
         .save_connection(&next, SecretWrites::default(), events)
         .await
@@ -267,28 +265,23 @@ pub struct TestOutcome {
     pub tested_at: DateTime<Utc>,
 }
 
-/// Whether the stored access token is usable for at least `margin` more.
-pub fn has_fresh_token(conn: &Connection, now: DateTime<Utc>, margin: Duration) -> bool {
-    conn.has_access_token() && conn.token_expires_at.is_some_and(|at| at > now + margin)
-}
-
 /// Obtains a token if needed, then GETs `test_url` with it (2xx = success). Records
 /// `last_test_at`, the `tested` event, and, when `settle` is given, moves the status
 /// there on success or to `failed` otherwise (the end of an authorization).
 pub async fn test(
-    state: &AppState,
+    broker: &Broker,
     conn: &Connection,
     actor: &str,
     settle: Option<ConnectionStatus>,
 ) -> Result<(Connection, TestOutcome), StoreError> {
     let mut conn = conn.clone();
     let mut failure: Option<String> = None;
-    if !has_fresh_token(&conn, state.clock.now(), Duration::seconds(30)) {
-        match acquire(state, &conn, actor, EventKind::TokenAcquired).await {
+    if !conn.has_fresh_token(broker.clock.now(), Duration::seconds(30)) {
+        match acquire(broker, &conn, actor, EventKind::TokenAcquired).await {
             Ok(updated) => conn = updated,
             Err(GrantError::Provider(e)) => {
                 failure = Some(format!("could not obtain a token: {e}"));
-                conn = state
+                conn = broker
                     .store
                     .get_connection_by_id(&conn.id)
                     .await?
@@ -301,11 +294,11 @@ pub async fn test(
         (Some(f), _) => f.clone(),
         (None, None) => "a token was obtained (no test_url is set)".to_owned(),
         (None, Some(url)) => {
-            let secrets = state.store.open_secrets(&conn)?;
+            let secrets = broker.store.open_secrets(&conn)?;
             let token = secrets
                 .access_token
                 .unwrap_or_else(|| SecretString::from(""));
-            match state
+            match broker
                 .provider
                 .outbound()
                 .get_with_token(url, secrecy::ExposeSecret::expose_secret(&token))
@@ -323,7 +316,7 @@ pub async fn test(
             }
         }
     };
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let success = failure.is_none();
     let mut next = conn.clone();
     next.last_test_at = Some(now);
@@ -350,7 +343,7 @@ pub async fn test(
         next.status = to;
         next.status_message = if success { None } else { Some(message.clone()) };
     }
-    let saved = state
+    let saved = broker
         .store
         .save_connection(&next, SecretWrites::default(), events)
         .await?;
@@ -362,4 +355,38 @@ pub async fn test(
             tested_at: now,
         },
     ))
+}
+
+/// A forced refresh of connection `name` (`POST /connections/{name}/refresh`).
+pub async fn force_refresh(
+    broker: &Broker,
+    org: &OrgId,
+    name: &ConnectionName,
+    actor: &str,
+) -> super::Result<Connection> {
+    let conn = super::connections::get(broker, org, name).await?;
+    if !conn.renewable() {
+        return Err(super::Error::Conflict(
+            "the connection has no grant to refresh: authorize it (or import a refresh token) first".into(),
+        ));
+    }
+    match acquire(broker, &conn, actor, EventKind::Refreshed).await {
+        Ok(conn) => Ok(conn),
+        Err(GrantError::Provider(e)) => Err(super::Error::Provider(format!(
+            "the provider refused the refresh: {e}"
+        ))),
+        Err(GrantError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /connections/{name}/test`: obtains a token if needed, then calls `test_url`.
+pub async fn test_connection(
+    broker: &Broker,
+    org: &OrgId,
+    name: &ConnectionName,
+    actor: &str,
+) -> super::Result<TestOutcome> {
+    let conn = super::connections::get(broker, org, name).await?;
+    let (_, outcome) = test(broker, &conn, actor, None).await?;
+    Ok(outcome)
 }

@@ -1,17 +1,42 @@
 //! API keys: creation (the key is shown once), the bootstrap admin key, the first key.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::auth::{display_prefix, generate_key, hash_key};
-use crate::domain::{ApiKey, NewApiKey};
-use crate::domain::{OrgScope, Role};
-use crate::error::{ApiError, FieldErrors};
+use super::{Broker, Error, Result};
+use crate::domain::{ApiKey, FieldErrors, NewApiKey, OrgScope, Role};
 use crate::store::DynStore;
+
+/// Every key starts with this, so a leaked one is easy to recognise (secret scanners).
+pub const KEY_PREFIX: &str = "obk_";
+
+/// A new API key (256 random bits) with its hash and display prefix.
+pub fn generate_key() -> (SecretString, String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_key(&key);
+    let prefix = display_prefix(&key);
+    (SecretString::from(key), hash, prefix)
+}
+
+/// What a key is stored and looked up as. A fast hash is right here (unlike for
+/// passwords): a key has full entropy, so nothing can be guessed from its hash.
+pub fn hash_key(key: &str) -> String {
+    crate::crypto::sha256_hex(key.as_bytes())
+}
+
+/// Enough of a key to recognise it in a list, far too little to use it.
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(KEY_PREFIX.len() + 4).collect()
+}
 
 /// Shortest key accepted from `OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY`: 128 bits of base64.
 pub const MIN_BOOTSTRAP_KEY_LEN: usize = 24;
 
-pub fn parse_key_name(name: &str) -> Result<String, ApiError> {
+pub fn parse_key_name(name: &str) -> Result<String, FieldErrors> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name
@@ -35,7 +60,7 @@ pub async fn create(
     org_scope: OrgScope,
     created_by: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(ApiKey, SecretString), ApiError> {
+) -> Result<(ApiKey, SecretString)> {
     let (key, key_hash, key_prefix) = generate_key();
     let record = store
         .insert_api_key(NewApiKey {
@@ -125,4 +150,38 @@ pub async fn bootstrap(
     .await
     .map_err(|e| anyhow::anyhow!("creating the first admin key: {e}"))?;
     Ok(Bootstrap::CreatedFirstKey(key.expose_secret().to_owned()))
+}
+
+/// Every key, revoked ones included (no key material).
+pub async fn list(broker: &Broker) -> Result<Vec<ApiKey>> {
+    Ok(broker.store.list_api_keys().await?)
+}
+
+/// Revokes an active key; `NotFound` if there is none with this id.
+pub async fn revoke(broker: &Broker, id: &str) -> Result<()> {
+    if id.len() > 64 || !broker.store.revoke_api_key(id, broker.clock.now()).await? {
+        return Err(Error::NotFound("no active key with this id".into()));
+    }
+    Ok(())
+}
+
+/// The active key whose hash this is.
+pub async fn find(broker: &Broker, key_hash: &str) -> Result<Option<ApiKey>> {
+    Ok(broker.store.find_api_key(key_hash).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_long_random_and_hash_stably() {
+        let (a, hash_a, prefix) = generate_key();
+        let (b, _, _) = generate_key();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert!(a.expose_secret().len() >= 40);
+        assert_eq!(hash_a, hash_key(a.expose_secret()));
+        assert_eq!(hash_a.len(), 64);
+        assert!(a.expose_secret().starts_with(&prefix));
+    }
 }

@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
-use crate::auth::Caller;
-use crate::domain::{AssertionRules, Connection, NewEvent, OboSession, SecretWrite, SecretWrites};
-use crate::domain::{ConnectionName, EventKind, FlowType, OboGrant, OrgId, Role, Scopes};
-use crate::error::{ApiError, FieldErrors};
+use super::refresh::with_lease;
+use super::{Broker, Error, NoToken, OboFailure, Result, SingleFlight};
+use crate::crypto::sha256_hex;
+use crate::domain::{
+    AssertionRules, Caller, Connection, ConnectionName, ConnectionStatus, EventKind, FieldErrors,
+    FlowType, NewEvent, OboGrant, OboSession, OrgId, Scopes, SecretWrite, SecretWrites,
+};
 use crate::oauth::{JwksCache, OboError, OboExchange, Outbound, ProviderError, TokenSet};
-use crate::service::credentials::{SingleFlight, Unavailable, with_lease};
-use crate::state::AppState;
 use crate::store::Leased;
 
 /// Cached tokens are served until this long before they expire.
@@ -30,19 +30,21 @@ pub struct OboToken {
     pub scopes: Vec<String>,
 }
 
-pub type SessionOutcome = Result<Arc<OboSession>, Unavailable>;
+pub type SessionOutcome = std::result::Result<Arc<OboSession>, NoToken>;
 
-pub struct Obo {
+/// What on-behalf-of keeps in memory: the issuers' keys, the exchanged tokens, and the
+/// session refreshes in flight.
+pub struct OboCaches {
     jwks: JwksCache,
-    cache: moka::future::Cache<String, Arc<OboToken>>,
-    pub sessions: SingleFlight<SessionOutcome>,
+    tokens: moka::future::Cache<String, Arc<OboToken>>,
+    sessions: SingleFlight<SessionOutcome>,
 }
 
-impl Obo {
+impl OboCaches {
     pub fn new(outbound: Arc<Outbound>) -> Self {
         Self {
             jwks: JwksCache::new(outbound),
-            cache: moka::future::Cache::new(DEFAULT_CACHE_CAPACITY),
+            tokens: moka::future::Cache::new(DEFAULT_CACHE_CAPACITY),
             sessions: SingleFlight::default(),
         }
     }
@@ -54,9 +56,9 @@ struct OboConfig {
     rules: Option<AssertionRules>,
 }
 
-fn config(conn: &Connection) -> Result<OboConfig, ApiError> {
+fn config(conn: &Connection) -> Result<OboConfig> {
     let grant = conn.config.obo_grant.ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("on_behalf_of connection without obo_grant"))
+        Error::Internal(anyhow::anyhow!("on_behalf_of connection without obo_grant"))
     })?;
     Ok(OboConfig {
         grant,
@@ -64,85 +66,30 @@ fn config(conn: &Connection) -> Result<OboConfig, ApiError> {
     })
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+fn exchange_failed(error: OboError, connection: &ConnectionName) -> Error {
+    Error::Obo(OboFailure::Exchange {
+        connection: connection.clone(),
+        error,
+    })
 }
 
-/// An OBO failure as the contract answers it, with a correlation id for the log.
-pub fn obo_error(error: &OboError, connection: &ConnectionName) -> ApiError {
-    let correlation_id = uuid::Uuid::new_v4().to_string();
-    tracing::warn!(%correlation_id, connection = %connection, error = %error, "on-behalf-of exchange failed");
-    match error {
-        OboError::Rejected(detail) => ApiError::Obo {
-            code: crate::error::ErrorCode::OboRejected,
-            detail: format!("the user's session is no longer valid; sign in again ({detail})"),
-            claims: None,
-            provider_code: None,
-            correlation_id,
-        },
-        OboError::ClaimsChallenge {
-            claims,
-            description,
-        } => ApiError::Obo {
-            code: crate::error::ErrorCode::ClaimsChallenge,
-            detail: format!(
-                "the provider requires additional claims; repeat the request with `claims` after the user satisfies them ({description})"
-            ),
-            claims: Some(claims.clone()),
-            provider_code: None,
-            correlation_id,
-        },
-        OboError::Misconfigured {
-            provider_code,
-            description,
-        } => ApiError::Obo {
-            code: crate::error::ErrorCode::OboMisconfigured,
-            detail: format!(
-                "the connection's client, audience or scopes are misconfigured: {description}"
-            ),
-            claims: None,
-            provider_code: Some(provider_code.clone()),
-            correlation_id,
-        },
-        OboError::Provider(detail) => ApiError::Obo {
-            code: crate::error::ErrorCode::ProviderError,
-            detail: format!("the provider could not be reached or answered badly: {detail}"),
-            claims: None,
-            provider_code: None,
-            correlation_id,
-        },
-    }
+fn assertion_invalid(reason: String, connection: &ConnectionName) -> Error {
+    Error::Obo(OboFailure::AssertionInvalid {
+        connection: connection.clone(),
+        reason,
+    })
 }
 
-fn assertion_invalid(detail: String, connection: &ConnectionName) -> ApiError {
-    let correlation_id = uuid::Uuid::new_v4().to_string();
-    tracing::info!(%correlation_id, connection = %connection, reason = %detail, "assertion refused");
-    ApiError::Obo {
-        code: crate::error::ErrorCode::AssertionInvalid,
-        detail,
-        claims: None,
-        provider_code: None,
-        correlation_id,
-    }
-}
-
-async fn obo_connection(
-    state: &AppState,
-    org: &OrgId,
-    name: &ConnectionName,
-) -> Result<Connection, ApiError> {
-    let conn = state
+async fn obo_connection(broker: &Broker, org: &OrgId, name: &ConnectionName) -> Result<Connection> {
+    let conn = broker
         .store
         .find_for_credentials(org, name)
         .await?
         .ok_or_else(|| {
-            ApiError::NotFound(format!("no connection `{name}` in org `{org}` or GLOBAL"))
+            Error::NotFound(format!("no connection `{name}` in org `{org}` or GLOBAL"))
         })?;
     if conn.config.flow_type != FlowType::OnBehalfOf {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::NotApplicable(format!(
             "`{name}` is a {} connection; on-behalf-of needs an on_behalf_of connection",
             conn.config.flow_type
         )));
@@ -152,25 +99,25 @@ async fn obo_connection(
 
 /// Local checks of the assertion: the configured validation, and never a chained token.
 async fn check_assertion(
-    state: &AppState,
+    broker: &Broker,
     conn: &Connection,
     cfg: &OboConfig,
     assertion: &SecretString,
     scopes: &[String],
-) -> Result<(), ApiError> {
+) -> Result<()> {
     let downstream = crate::oauth::downstream_resources(scopes);
     let token = assertion.expose_secret();
     match &cfg.rules {
-        Some(rules) => match state
+        Some(rules) => match broker
             .obo
             .jwks
-            .validate(token, rules, state.clock.now(), &downstream)
+            .validate(token, rules, broker.clock.now(), &downstream)
             .await
         {
             Ok(_) => Ok(()),
             // The issuer's keys being unreachable is not the user's fault.
-            Err(crate::oauth::JwtError::Jwks(reason)) => Err(obo_error(
-                &OboError::Provider(format!("the issuer's JWKS could not be read: {reason}")),
+            Err(crate::oauth::JwtError::Jwks(reason)) => Err(exchange_failed(
+                OboError::Provider(format!("the issuer's JWKS could not be read: {reason}")),
                 &conn.name,
             )),
             Err(e) => Err(assertion_invalid(e.to_string(), &conn.name)),
@@ -213,14 +160,14 @@ pub struct Exchanged {
 
 /// `POST /credentials/{name}/on-behalf-of`.
 pub async fn exchange(
-    state: &AppState,
+    broker: &Broker,
     org: &OrgId,
     name: &ConnectionName,
     assertion: SecretString,
     scopes: Option<Vec<String>>,
     claims: Option<String>,
-) -> Result<Exchanged, ApiError> {
-    let conn = obo_connection(state, org, name).await?;
+) -> Result<Exchanged> {
+    let conn = obo_connection(broker, org, name).await?;
     let cfg = config(&conn)?;
     let scopes = match scopes {
         Some(s) => Scopes::parse(&s)
@@ -229,7 +176,7 @@ pub async fn exchange(
             .to_vec(),
         None => conn.config.scopes.clone(),
     };
-    check_assertion(state, &conn, &cfg, &assertion, &scopes).await?;
+    check_assertion(broker, &conn, &cfg, &assertion, &scopes).await?;
 
     // The key holds a hash of the assertion, never the assertion.
     let key = sha256_hex(
@@ -242,10 +189,10 @@ pub async fn exchange(
         )
         .as_bytes(),
     );
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let margin = Duration::minutes(CACHE_MARGIN_MINUTES);
     if claims.is_none()
-        && let Some(hit) = state.obo.cache.get(&key).await
+        && let Some(hit) = broker.obo.tokens.get(&key).await
     {
         if hit.expires_at - margin > now {
             return Ok(Exchanged {
@@ -254,22 +201,22 @@ pub async fn exchange(
                 cached: true,
             });
         }
-        state.obo.cache.invalidate(&key).await;
+        broker.obo.tokens.invalidate(&key).await;
     }
     if claims.is_some() {
         // A step-up answer replaces whatever was cached for this assertion.
-        state.obo.cache.invalidate(&key).await;
+        broker.obo.tokens.invalidate(&key).await;
     }
     let ran = Arc::new(AtomicBool::new(false));
-    let secrets = state.store.open_secrets(&conn)?;
+    let secrets = broker.store.open_secrets(&conn)?;
     let ran_inside = ran.clone();
-    let default_lifetime = state.settings.default_token_lifetime_seconds;
-    let result = state
+    let default_lifetime = broker.settings.default_token_lifetime_seconds;
+    let result = broker
         .obo
-        .cache
+        .tokens
         .try_get_with(key, async {
             ran_inside.store(true, Ordering::SeqCst);
-            let tokens = state
+            let tokens = broker
                 .provider
                 .exchange_on_behalf_of(
                     &conn,
@@ -284,7 +231,7 @@ pub async fn exchange(
                 .await?;
             Ok::<_, OboError>(Arc::new(to_token(
                 &tokens,
-                state.clock.now(),
+                broker.clock.now(),
                 default_lifetime,
                 &scopes,
             )))
@@ -296,7 +243,7 @@ pub async fn exchange(
             token,
             cached: !ran.load(Ordering::SeqCst),
         }),
-        Err(e) => Err(obo_error(&e, name)),
+        Err(e) => Err(exchange_failed((*e).clone(), name)),
     }
 }
 
@@ -304,14 +251,14 @@ pub async fn exchange(
 
 /// May `caller` use this session? Sessions are bound to their org and to the key that
 /// created them; an admin of the org may use and revoke them too.
-fn authorize_session(caller: &Caller, org: &OrgId, session: &OboSession) -> Result<(), ApiError> {
+fn authorize_session(caller: &Caller, org: &OrgId, session: &OboSession) -> Result<()> {
     if &session.org_id != org {
-        return Err(ApiError::NotFound("no such session".into()));
+        return Err(Error::NotFound("no such session".into()));
     }
-    if session.created_by_key_id == caller.key_id || caller.role == Role::Admin {
+    if session.created_by_key_id == caller.key_id || caller.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(
+        Err(Error::Forbidden(
             "this session belongs to another API key".into(),
         ))
     }
@@ -337,31 +284,32 @@ fn session_event(
 }
 
 pub async fn create_session(
-    state: &AppState,
+    broker: &Broker,
     caller: &Caller,
     org: &OrgId,
     name: &ConnectionName,
     assertion: SecretString,
     max_lifetime_seconds: Option<i64>,
     label: Option<String>,
-) -> Result<OboSession, ApiError> {
-    let limit = state.settings.obo_session_max_lifetime_seconds as i64;
+) -> Result<OboSession> {
+    let limit = broker.settings.obo_session_max_lifetime_seconds as i64;
     let lifetime = max_lifetime_seconds.unwrap_or(limit);
     if !(60..=limit).contains(&lifetime) {
         return Err(FieldErrors::single(
             "max_lifetime_seconds",
             format!("must be between 60 and {limit}"),
-        ));
+        )
+        .into());
     }
-    let conn = obo_connection(state, org, name).await?;
+    let conn = obo_connection(broker, org, name).await?;
     let cfg = config(&conn)?;
     let mut scopes = conn.config.scopes.clone();
-    check_assertion(state, &conn, &cfg, &assertion, &scopes).await?;
+    check_assertion(broker, &conn, &cfg, &assertion, &scopes).await?;
     if !scopes.iter().any(|s| s == "offline_access") {
         scopes.push("offline_access".into());
     }
-    let secrets = state.store.open_secrets(&conn)?;
-    let tokens = state
+    let secrets = broker.store.open_secrets(&conn)?;
+    let tokens = broker
         .provider
         .exchange_on_behalf_of(
             &conn,
@@ -374,21 +322,20 @@ pub async fn create_session(
             },
         )
         .await
-        .map_err(|e| obo_error(&e, name))?;
+        .map_err(|e| exchange_failed(e, name))?;
     let Some(refresh_token) = tokens.refresh_token.clone() else {
-        return Err(obo_error(
-            &OboError::Misconfigured {
+        return Err(exchange_failed(OboError::Misconfigured {
                 provider_code: "no_refresh_token".into(),
                 description: "the exchange returned no refresh token (is offline_access granted to the client?)".into(),
             },
             name,
         ));
     };
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let token = to_token(
         &tokens,
         now,
-        state.settings.default_token_lifetime_seconds,
+        broker.settings.default_token_lifetime_seconds,
         &scopes,
     );
     let session = OboSession {
@@ -411,11 +358,11 @@ pub async fn create_session(
         version: 1,
         sealed: Default::default(),
     };
-    state
+    broker
         .store
         .insert_obo_session(&session, &token.access_token, &refresh_token)
         .await?;
-    state
+    broker
         .store
         .insert_events(vec![session_event(
             &session,
@@ -431,25 +378,25 @@ pub async fn create_session(
 }
 
 pub async fn get_session(
-    state: &AppState,
+    broker: &Broker,
     caller: &Caller,
     org: &OrgId,
     id: &str,
-) -> Result<OboSession, ApiError> {
-    let session = state
+) -> Result<OboSession> {
+    let session = broker
         .store
         .get_obo_session(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+        .ok_or_else(|| Error::NotFound("no such session".into()))?;
     authorize_session(caller, org, &session)?;
     Ok(session)
 }
 
-fn gone(session: &OboSession, now: DateTime<Utc>) -> Option<ApiError> {
+fn gone(session: &OboSession, now: DateTime<Utc>) -> Option<Error> {
     if session.revoked_at.is_some() {
-        Some(ApiError::Gone("the session was revoked".into()))
+        Some(Error::Gone("the session was revoked".into()))
     } else if session.expires_at <= now {
-        Some(ApiError::Gone(
+        Some(Error::Gone(
             "the session reached its maximum lifetime".into(),
         ))
     } else {
@@ -460,13 +407,13 @@ fn gone(session: &OboSession, now: DateTime<Utc>) -> Option<ApiError> {
 /// A fresh access token for the session, refreshed on demand; every use is an event.
 /// The session, the org whose connection serves it, and a fresh access token.
 pub async fn session_credentials(
-    state: &Arc<AppState>,
+    broker: &Arc<Broker>,
     caller: &Caller,
     org: &OrgId,
     id: &str,
-) -> Result<(OboSession, OrgId, SecretString), ApiError> {
-    let session = get_session(state, caller, org, id).await?;
-    let now = state.clock.now();
+) -> Result<(OboSession, OrgId, SecretString)> {
+    let session = get_session(broker, caller, org, id).await?;
+    let now = broker.clock.now();
     if let Some(e) = gone(&session, now) {
         return Err(e);
     }
@@ -476,33 +423,26 @@ pub async fn session_credentials(
     {
         session
     } else {
-        let fresh = refresh_session(state, &session.id, Duration::seconds(300))
-            .await
-            .map_err(|e| match e {
-                Unavailable::Status { status, message } => ApiError::ConnectionUnavailable {
-                    status: status.to_string(),
-                    message,
-                },
-                other => crate::routes::credentials::unavailable_error(other),
-            })?;
+        let fresh = refresh_session(broker, &session.id, Duration::seconds(300)).await?;
         (*fresh).clone()
     };
     if session.status != "active" {
-        return Err(ApiError::ConnectionUnavailable {
-            status: "failed".into(),
+        return Err(NoToken::Status {
+            status: ConnectionStatus::Failed,
             message: session.status_message.clone(),
-        });
+        }
+        .into());
     }
     let token = session
-        .open_tokens(state.store.keyring())?
+        .open_tokens(broker.store.keyring())?
         .access_token
-        .ok_or_else(|| ApiError::ConnectionUnavailable {
-            status: "failed".into(),
+        .ok_or_else(|| NoToken::Status {
+            status: ConnectionStatus::Failed,
             message: Some("the session holds no access token".into()),
         })?;
     let mut used = session.clone();
     used.last_used_at = Some(now);
-    let saved = match state
+    let saved = match broker
         .store
         .save_obo_session(&used, SecretWrites::default())
         .await
@@ -510,7 +450,7 @@ pub async fn session_credentials(
         Ok(s) => s,
         Err(_) => session.clone(), // a concurrent refresh won the row: the token is still good
     };
-    state
+    broker
         .store
         .insert_events(vec![session_event(
             &saved,
@@ -522,7 +462,7 @@ pub async fn session_credentials(
         )])
         .await?;
     // The org whose connection served it (GLOBAL's, for an org without its own).
-    let served_by = state
+    let served_by = broker
         .store
         .get_connection_by_id(&saved.connection_id)
         .await?
@@ -533,40 +473,40 @@ pub async fn session_credentials(
 
 /// Refreshes a session's token: single flight in this process, a lease across replicas.
 pub async fn refresh_session(
-    state: &Arc<AppState>,
+    broker: &Arc<Broker>,
     id: &str,
     min_valid: Duration,
 ) -> SessionOutcome {
-    let state2 = state.clone();
+    let broker2 = broker.clone();
     let id2 = id.to_owned();
-    state
+    broker
         .obo
         .sessions
         .run(id, move || async move {
-            refresh_session_leased(&state2, &id2, min_valid).await
+            refresh_session_leased(&broker2, &id2, min_valid).await
         })
         .await
 }
 
 async fn refresh_session_leased(
-    state: &Arc<AppState>,
+    broker: &Arc<Broker>,
     id: &str,
     min_valid: Duration,
 ) -> SessionOutcome {
     with_lease(
-        state,
+        broker,
         Leased::OboSession,
         id,
-        || refresh_session_holding_lease(state, id, min_valid),
+        || refresh_session_holding_lease(broker, id, min_valid),
         || async {
-            let session = state.store.get_obo_session(id).await.map_err(|e| {
+            let session = broker.store.get_obo_session(id).await.map_err(|e| {
                 tracing::error!(error = %e, "store failure during a session refresh");
-                Unavailable::Internal(e.to_string())
+                NoToken::Internal(e.to_string())
             })?;
             Ok(session
                 .filter(|s| {
                     s.token_expires_at
-                        .is_some_and(|at| at > state.clock.now() + min_valid)
+                        .is_some_and(|at| at > broker.clock.now() + min_valid)
                 })
                 .map(Arc::new))
         },
@@ -575,15 +515,15 @@ async fn refresh_session_leased(
 }
 
 async fn refresh_session_holding_lease(
-    state: &Arc<AppState>,
+    broker: &Arc<Broker>,
     id: &str,
     min_valid: Duration,
 ) -> SessionOutcome {
-    let internal = |e: crate::store::StoreError| Unavailable::Internal(e.to_string());
-    let Some(session) = state.store.get_obo_session(id).await.map_err(internal)? else {
-        return Err(Unavailable::Internal("the session disappeared".into()));
+    let internal = |e: crate::store::StoreError| NoToken::Internal(e.to_string());
+    let Some(session) = broker.store.get_obo_session(id).await.map_err(internal)? else {
+        return Err(NoToken::Internal("the session disappeared".into()));
     };
-    let now = state.clock.now();
+    let now = broker.clock.now();
     if session
         .token_expires_at
         .is_some_and(|at| at > now + min_valid)
@@ -591,37 +531,37 @@ async fn refresh_session_holding_lease(
     {
         return Ok(Arc::new(session));
     }
-    let Some(conn) = state
+    let Some(conn) = broker
         .store
         .get_connection_by_id(&session.connection_id)
         .await
         .map_err(internal)?
     else {
-        return Err(Unavailable::Internal(
+        return Err(NoToken::Internal(
             "the session's connection was deleted".into(),
         ));
     };
-    let secrets = state.store.open_secrets(&conn).map_err(internal)?;
+    let secrets = broker.store.open_secrets(&conn).map_err(internal)?;
     let tokens = session
-        .open_tokens(state.store.keyring())
+        .open_tokens(broker.store.keyring())
         .map_err(|e| internal(e.into()))?;
     let Some(refresh_token) = tokens.refresh_token else {
-        return Err(Unavailable::Internal(
+        return Err(NoToken::Internal(
             "the session holds no refresh token".into(),
         ));
     };
-    let result = state
+    let result = broker
         .provider
         .refresh_with_scopes(&conn, &secrets, &refresh_token, &session.scopes)
         .await;
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let mut next = session.clone();
     let (writes, event) = match result {
         Ok(tokens) => {
             let token = to_token(
                 &tokens,
                 now,
-                state.settings.default_token_lifetime_seconds,
+                broker.settings.default_token_lifetime_seconds,
                 &session.scopes,
             );
             next.token_type = Some(token.token_type.clone());
@@ -660,34 +600,34 @@ async fn refresh_session_holding_lease(
                 now,
                 &code,
             );
-            state
+            broker
                 .store
                 .insert_events(vec![event])
                 .await
                 .map_err(internal)?;
-            let saved = state
+            let saved = broker
                 .store
                 .save_obo_session(&next, SecretWrites::default())
                 .await
                 .map_err(internal)?;
-            return Err(Unavailable::Status {
-                status: crate::domain::ConnectionStatus::Failed,
+            return Err(NoToken::Status {
+                status: ConnectionStatus::Failed,
                 message: saved.status_message,
             });
         }
         Err(ProviderError::Transient { reason, .. }) => {
-            return Err(Unavailable::Status {
-                status: crate::domain::ConnectionStatus::Completed,
+            return Err(NoToken::Status {
+                status: ConnectionStatus::Completed,
                 message: Some(format!("the provider is failing: {reason}")),
             });
         }
     };
-    let saved = state
+    let saved = broker
         .store
         .save_obo_session(&next, writes)
         .await
         .map_err(internal)?;
-    state
+    broker
         .store
         .insert_events(vec![event])
         .await
@@ -695,17 +635,12 @@ async fn refresh_session_holding_lease(
     Ok(Arc::new(saved))
 }
 
-pub async fn revoke_session(
-    state: &AppState,
-    caller: &Caller,
-    org: &OrgId,
-    id: &str,
-) -> Result<(), ApiError> {
-    let session = get_session(state, caller, org, id).await?;
+pub async fn revoke_session(broker: &Broker, caller: &Caller, org: &OrgId, id: &str) -> Result<()> {
+    let session = get_session(broker, caller, org, id).await?;
     if session.revoked_at.is_some() {
-        return Err(ApiError::Gone("the session was already revoked".into()));
+        return Err(Error::Gone("the session was already revoked".into()));
     }
-    let now = state.clock.now();
+    let now = broker.clock.now();
     let mut next = session.clone();
     next.revoked_at = Some(now);
     next.token_expires_at = None;
@@ -714,8 +649,8 @@ pub async fn revoke_session(
         refresh_token: SecretWrite::Clear,
         ..Default::default()
     };
-    let saved = state.store.save_obo_session(&next, writes).await?;
-    state
+    let saved = broker.store.save_obo_session(&next, writes).await?;
+    broker
         .store
         .insert_events(vec![session_event(
             &saved,
@@ -727,4 +662,21 @@ pub async fn revoke_session(
         )])
         .await?;
     Ok(())
+}
+
+/// The org's sessions (of one connection, when named) that `caller` may use: all of
+/// them for an admin, else those its key created.
+pub async fn list_sessions(
+    broker: &Broker,
+    caller: &Caller,
+    org: &OrgId,
+    connection_name: Option<&ConnectionName>,
+) -> Result<Vec<OboSession>> {
+    Ok(broker
+        .store
+        .list_obo_sessions(org, connection_name)
+        .await?
+        .into_iter()
+        .filter(|s| caller.is_admin() || s.created_by_key_id == caller.key_id)
+        .collect())
 }

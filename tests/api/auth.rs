@@ -217,7 +217,7 @@ on_both_backends! {
         let text = res.text().await.unwrap();
         for (what, key) in [("the workflow key", &workflow), ("the admin key", &admin), ("the bootstrap key", &app.admin_key)] {
             assert!(!text.contains(key.as_str()), "{what} appears in GET /keys: {text}");
-            let hash = oauth_broker::auth::hash_key(key);
+            let hash = oauth_broker::service::keys::hash_key(key);
             assert!(!text.contains(&hash), "the hash of {what} appears in GET /keys: {text}");
         }
         let list: Value = serde_json::from_str(&text).unwrap();

@@ -306,8 +306,8 @@ on_both_backends! {
                 (0..100).map(|i| read(if i % 2 == 0 { &app } else { &replica }, &key, Some("acme"), "rotating", "")),
             );
             let runs = futures::future::join(
-                oauth_broker::refresher::run(app.state.clone().into_inner(), "manual"),
-                oauth_broker::refresher::run(replica.state.clone().into_inner(), "manual"),
+                oauth_broker::service::refresher::run(app.broker.clone(), "manual"),
+                oauth_broker::service::refresher::run(replica.broker.clone(), "manual"),
             );
             let (answers, (run_a, run_b)) = futures::future::join(reads, runs).await;
 
@@ -349,7 +349,7 @@ on_both_backends! {
         app.clock.advance(chrono::Duration::minutes(10));
 
         // A refresher run fails on it, and says which.
-        let run = oauth_broker::refresher::run(app.state.clone().into_inner(), "manual")
+        let run = oauth_broker::service::refresher::run(app.broker.clone(), "manual")
             .await
             .expect("no run was in progress");
         assert_eq!((run.considered, run.refreshed, run.failed), (1, 0, 1), "{run:?}");
@@ -405,7 +405,7 @@ on_both_backends! {
         app.clock.advance(chrono::Duration::minutes(10));
 
         // Act: the refresher's renewal is refused for good.
-        let run = oauth_broker::refresher::run(app.state.clone().into_inner(), "manual")
+        let run = oauth_broker::service::refresher::run(app.broker.clone(), "manual")
             .await
             .expect("no run was in progress");
         assert_eq!(run.failed, 1, "{run:?}");

@@ -220,7 +220,7 @@ async fn userinfo_like(op: &Provider, token: &str) -> u16 {
 /// The plaintext (access token, refresh token) the broker stores for `name` in GLOBAL.
 async fn stored_tokens(app: &TestApp, name: &str) -> (Option<String>, Option<String>) {
     let conn = app
-        .state
+        .broker
         .store
         .get_connection(
             &OrgId::parse("GLOBAL").unwrap(),
@@ -229,7 +229,7 @@ async fn stored_tokens(app: &TestApp, name: &str) -> (Option<String>, Option<Str
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("connection {name} exists"));
-    let secrets = app.state.store.open_secrets(&conn).unwrap();
+    let secrets = app.broker.store.open_secrets(&conn).unwrap();
     (
         secrets.access_token.map(|t| t.expose_secret().to_owned()),
         secrets.refresh_token.map(|t| t.expose_secret().to_owned()),

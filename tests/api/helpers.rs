@@ -11,7 +11,6 @@ use oauth_broker::clock::ManualClock;
 use oauth_broker::config::Settings;
 use oauth_broker::crypto::Keyring;
 use oauth_broker::startup::Application;
-use oauth_broker::state::AppState;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::{Column, Connection, Row};
@@ -252,7 +251,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub admin_key: String,
     pub clock: Arc<ManualClock>,
-    pub state: actix_web::web::Data<AppState>,
+    pub broker: Arc<oauth_broker::service::Broker>,
     pub settings: Settings,
     pub db: TestDb,
     pub backend: Backend,
@@ -300,7 +299,7 @@ pub async fn spawn_app_with(backend: Backend, db: TestDb, settings: Settings) ->
         .await
         .expect("the service starts");
     let port = app.port();
-    let state = app.state();
+    let broker = app.broker();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -316,7 +315,7 @@ pub async fn spawn_app_with(backend: Backend, db: TestDb, settings: Settings) ->
             .expose_secret()
             .to_owned(),
         clock,
-        state,
+        broker,
         settings,
         db,
         backend,

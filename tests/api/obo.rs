@@ -973,7 +973,7 @@ on_both_backends! {
 
         // The refresher keeps it alive too.
         app.clock.advance(Duration::hours(1));
-        let run = oauth_broker::refresher::run(app.state.clone().into_inner(), "manual")
+        let run = oauth_broker::service::refresher::run(app.broker.clone(), "manual")
             .await
             .expect("no other run in progress");
         assert_eq!((run.refreshed, run.failed), (1, 0), "{:?}", run.errors);
@@ -1112,7 +1112,7 @@ on_both_backends! {
 
         // A day after, the refresher purges the revoked and the expired session.
         app.clock.advance(Duration::hours(25));
-        oauth_broker::refresher::run(app.state.clone().into_inner(), "manual")
+        oauth_broker::service::refresher::run(app.broker.clone(), "manual")
             .await
             .expect("no other run in progress");
         assert_eq!(statuses(&list_sessions(&app, &owner, "acme").await), vec![(kept.clone(), "failed".to_owned())]);

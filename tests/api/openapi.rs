@@ -2,7 +2,7 @@
 
 #[test]
 fn the_committed_openapi_document_is_current() {
-    let generated = oauth_broker::openapi::document();
+    let generated = oauth_broker::http::openapi::document();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
     if std::env::var("UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
         std::fs::write(path, &generated).unwrap();
@@ -18,7 +18,7 @@ fn the_committed_openapi_document_is_current() {
 #[actix_web::test]
 async fn the_served_document_is_the_committed_one() {
     let generated: serde_json::Value =
-        serde_json::from_str(&oauth_broker::openapi::document()).unwrap();
+        serde_json::from_str(&oauth_broker::http::openapi::document()).unwrap();
     assert_eq!(generated["openapi"], "3.1.0");
     for path in [
         "/api/oauth/connections",

@@ -69,8 +69,8 @@ async fn mount_tokens(server: &MockServer, prefix: &str, expires_in: u64) -> Str
 /// Inserts a completed client-credentials connection through the store, its token
 /// expiring in one hour: what a refresher run finds due, without a provider call.
 async fn insert_due(app: &TestApp, org: &str, name: &str, token_url: &str) {
-    let store = &app.state.store;
-    let now = app.state.clock.now();
+    let store = &app.broker.store;
+    let now = app.broker.clock.now();
     let org = OrgId::parse(org).unwrap();
     let name = ConnectionName::parse(name).unwrap();
     let created = store
@@ -176,8 +176,8 @@ on_both_backends! {
 
     async fn a_run_requested_during_another_is_busy_and_only_global_admins_may_ask(app) {
         // A run in progress (held by the test).
-        let state = app.state.clone().into_inner();
-        let guard = oauth_broker::refresher::try_begin(&state).expect("no run in progress yet");
+        let state = app.broker.clone();
+        let guard = oauth_broker::service::refresher::try_begin(&state).expect("no run in progress yet");
         let problem = assert_refused(
             &app,
             "a run while one is in progress",
@@ -225,14 +225,14 @@ on_both_backends! {
         let url = mount_tokens(&server, "cc", 3600).await;
         app.create_connection(None, &client_credentials_body("graph", &url)).await;
         app.clock.advance(chrono::Duration::minutes(10));
-        let state = app.state.clone().into_inner();
+        let state = app.broker.clone();
 
-        let first = oauth_broker::refresher::run(state.clone(), "manual").await.expect("first run starts");
+        let first = oauth_broker::service::refresher::run(state.clone(), "manual").await.expect("first run starts");
         assert_eq!((first.considered, first.refreshed, first.skipped, first.failed), (1, 1, 0, 0), "{first:?}");
         assert_eq!(calls_to(&server, "/cc").await, 2);
 
         // Still due (1 h left, threshold 4 h), but just refreshed.
-        let second = oauth_broker::refresher::run(state, "manual").await.expect("second run starts");
+        let second = oauth_broker::service::refresher::run(state, "manual").await.expect("second run starts");
         assert_eq!((second.considered, second.refreshed, second.skipped, second.failed), (1, 0, 1, 0), "{second:?}");
         assert_eq!(calls_to(&server, "/cc").await, 2, "no provider call for what was just refreshed");
     }
@@ -252,7 +252,7 @@ on_both_backends! {
             .await;
 
         // Act
-        let run = oauth_broker::refresher::run(app.state.clone().into_inner(), "manual")
+        let run = oauth_broker::service::refresher::run(app.broker.clone(), "manual")
             .await
             .expect("no run in progress");
 

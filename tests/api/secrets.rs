@@ -44,7 +44,7 @@ async fn answer(request: reqwest::RequestBuilder, status: u16, what: &str) -> St
 }
 
 async fn connection(app: &TestApp, org: &str, name: &str) -> oauth_broker::domain::Connection {
-    app.state
+    app.broker
         .store
         .get_connection(
             &OrgId::parse(org).unwrap(),
@@ -95,7 +95,7 @@ on_both_backends! {
         // Both flows get a token at creation (the contract); it is held sealed.
         for (name, what) in [("machine", "client_credentials"), ("imported", "refresh_token")] {
             let conn = connection(&app, "acme", name).await;
-            let opened = app.state.store.open_secrets(&conn).unwrap();
+            let opened = app.broker.store.open_secrets(&conn).unwrap();
             assert_eq!(
                 opened.access_token.as_ref().map(|t| t.expose_secret().to_owned()),
                 Some(issued_access.clone()),
@@ -122,10 +122,10 @@ on_both_backends! {
 
         // Assert: the secrets are stored (so the searches below can find something) ...
         let machine = connection(&app, "acme", "machine").await;
-        let opened = app.state.store.open_secrets(&machine).unwrap();
+        let opened = app.broker.store.open_secrets(&machine).unwrap();
         assert_eq!(opened.client_secret.unwrap().expose_secret(), patched_secret, "the patched secret is stored");
         let imported = connection(&app, "acme", "imported").await;
-        let opened = app.state.store.open_secrets(&imported).unwrap();
+        let opened = app.broker.store.open_secrets(&imported).unwrap();
         assert_eq!(opened.client_secret.unwrap().expose_secret(), rt_secret, "the client secret is stored");
         assert!(opened.refresh_token.is_some(), "a refresh token is stored");
 
@@ -204,7 +204,7 @@ on_both_backends! {
         })).await;
         for (org, name) in [("acme", "same-org"), ("other", "source"), ("acme", "with-refresh")] {
             let conn = connection(&app, org, name).await;
-            assert!(app.state.store.open_secrets(&conn).is_ok(), "{org}/{name} opens before tampering");
+            assert!(app.broker.store.open_secrets(&conn).is_ok(), "{org}/{name} opens before tampering");
         }
 
         let source = "(select client_secret_sealed from connections where org_id = 'acme' and name = 'source')";
@@ -234,13 +234,13 @@ on_both_backends! {
                 Some(true),
                 "{reason}: the copy is in place"
             );
-            let opened = app.state.store.open_secrets(&conn);
+            let opened = app.broker.store.open_secrets(&conn);
             assert!(opened.is_err(), "{reason}: opening must fail, got {opened:?}");
         }
 
         // The row the ciphertext came from still opens.
         let conn = connection(&app, "acme", "source").await;
-        assert!(app.state.store.open_secrets(&conn).is_ok(), "the original row still opens");
+        assert!(app.broker.store.open_secrets(&conn).is_ok(), "the original row still opens");
     }
 }
 

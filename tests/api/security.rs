@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use oauth_broker::auth::{FAILED_AUTH_BURST, FAILED_AUTH_WINDOW};
+use oauth_broker::http::auth::{FAILED_AUTH_BURST, FAILED_AUTH_WINDOW};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -542,11 +542,11 @@ fn logs_since(start: usize) -> String {
 
 /// The burst lines this replica wrote since `start`.
 fn burst_lines(app: &TestApp, start: usize) -> Vec<String> {
-    let replica = format!("replica={}", app.state.replica_id);
+    let replica = format!("replica={}", app.broker.replica_id);
     logs_since(start)
         .lines()
         .filter(|l| {
-            l.contains(" WARN ") && l.contains("oauth_broker::auth") && l.contains(&replica)
+            l.contains(" WARN ") && l.contains("oauth_broker::http::auth") && l.contains(&replica)
         })
         .map(str::to_owned)
         .collect()
@@ -664,7 +664,7 @@ on_both_backends! {
         let probes = probes(&session);
 
         // Every documented route is probed here or, for the routes named, elsewhere.
-        let document: Value = serde_json::from_str(&oauth_broker::openapi::document()).unwrap();
+        let document: Value = serde_json::from_str(&oauth_broker::http::openapi::document()).unwrap();
         for (route, item) in document["paths"].as_object().unwrap() {
             if !route.starts_with("/api/oauth/") {
                 continue;
@@ -790,7 +790,7 @@ on_both_backends! {
             assert!(!logs.contains(&random[..12]), "no part of a presented key is logged ({key})");
         }
         // Other tests' refusals (this binary's) are in these lines too: none is a line of its own.
-        for line in logs.lines().filter(|l| l.contains(" WARN ") && l.contains("oauth_broker::auth")) {
+        for line in logs.lines().filter(|l| l.contains(" WARN ") && l.contains("oauth_broker::http::auth")) {
             assert!(line.contains("window_seconds="), "auth warnings are burst summaries only: {line}");
         }
 

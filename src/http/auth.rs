@@ -19,85 +19,18 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
-use crate::domain::{OrgId, OrgScope, Role};
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::error::ApiError;
+use super::state::AppState;
+use crate::domain::{Caller, OrgId};
+use crate::service::keys::{self, hash_key};
 
-pub const KEY_PREFIX: &str = "obk_";
 /// How long a key lookup is reused. Revocation reaches every replica within this
 /// (the contract promises 5 seconds).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 const KEY_CACHE_MAX: usize = 10_000;
 pub const ORG_HEADER: &str = "x-organization-id";
-
-/// A new API key with its hash and display prefix.
-pub fn generate_key() -> (SecretString, String, String) {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = hash_key(&key);
-    let prefix = display_prefix(&key);
-    (SecretString::from(key), hash, prefix)
-}
-
-pub fn hash_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Enough of a key to recognise it in a list, far too little to use it.
-pub fn display_prefix(key: &str) -> String {
-    key.chars().take(KEY_PREFIX.len() + 4).collect()
-}
-
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Caller {
-    pub key_id: String,
-    pub name: String,
-    pub role: Role,
-    pub org_scope: OrgScope,
-}
-
-impl Caller {
-    /// Admin rights in `org`.
-    pub fn require_admin(&self, org: &OrgId) -> Result<(), ApiError> {
-        if self.role != Role::Admin {
-            return Err(ApiError::Forbidden("this route needs an admin key".into()));
-        }
-        self.require_org(org)
-    }
-
-    /// Admin rights over every org (keys, refresher).
-    pub fn require_global_admin(&self) -> Result<(), ApiError> {
-        if self.role != Role::Admin || self.org_scope != OrgScope::All {
-            return Err(ApiError::Forbidden(
-                "this route needs an admin key for every org (`*`)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Any role, acting in `org`.
-    pub fn require_org(&self, org: &OrgId) -> Result<(), ApiError> {
-        if !self.org_scope.covers(org) {
-            return Err(ApiError::Forbidden(format!(
-                "this key may not act in org `{org}`"
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn sees_every_org(&self) -> bool {
-        self.org_scope == OrgScope::All
-    }
-}
 
 /// Recent key lookups, positive and negative, for `KEY_CACHE_TTL`.
 #[derive(Default)]
@@ -274,10 +207,10 @@ impl FailedAuths {
 fn note_refused(state: &AppState, source: Source, reason: &str) {
     tracing::debug!(%source, reason, "refused an API request's authentication");
     let window_seconds = FAILED_AUTH_WINDOW.num_seconds();
-    match state.failed_auths.record(source, state.clock.now()) {
+    match state.failed_auths.record(source, state.broker.clock.now()) {
         None => {}
         Some(Burst::FromSource { source, failures }) => tracing::warn!(
-            replica = %state.replica_id,
+            replica = %state.broker.replica_id,
             %source,
             failures,
             window_seconds,
@@ -285,7 +218,7 @@ fn note_refused(state: &AppState, source: Source, reason: &str) {
              window; requests are not blocked)"
         ),
         Some(Burst::Spread { failures }) => tracing::warn!(
-            replica = %state.replica_id,
+            replica = %state.broker.replica_id,
             failures,
             window_seconds,
             "burst of refused API key authentications spread over many sources (logged \
@@ -348,7 +281,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiErro
     let caller = match state.keys.get(&hash) {
         Some(cached) => cached,
         None => {
-            let found = state.store.find_api_key(&hash).await?.map(|k| Caller {
+            let found = keys::find(&state.broker, &hash).await?.map(|k| Caller {
                 key_id: k.id,
                 name: k.name,
                 role: k.role,
@@ -416,17 +349,6 @@ impl FromRequest for Org {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_keys_are_long_random_and_hash_stably() {
-        let (a, hash_a, prefix) = generate_key();
-        let (b, _, _) = generate_key();
-        assert_ne!(a.expose_secret(), b.expose_secret());
-        assert!(a.expose_secret().len() >= 40);
-        assert_eq!(hash_a, hash_key(a.expose_secret()));
-        assert_eq!(hash_a.len(), 64);
-        assert!(a.expose_secret().starts_with(&prefix));
-    }
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(1_800_000_000 + seconds)

@@ -8,9 +8,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::service::authorization::{self, CallbackOutcome, CallbackParams};
-use crate::state::AppState;
 
 /// The page's only style, inline. Its hash is in `CALLBACK_CSP`: change both together
 /// (a unit test below checks they match).
@@ -65,7 +65,7 @@ pub async fn callback_get(
     name: web::Path<String>,
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = authorization::callback(&state, &name, query.into_inner().into()).await?;
+    let outcome = authorization::callback(&state.broker, &name, query.into_inner().into()).await?;
     Ok(render(&outcome))
 }
 
@@ -86,7 +86,7 @@ pub async fn callback_post(
     name: web::Path<String>,
     form: web::Form<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = authorization::callback(&state, &name, form.into_inner().into()).await?;
+    let outcome = authorization::callback(&state.broker, &name, form.into_inner().into()).await?;
     Ok(render(&outcome))
 }
 

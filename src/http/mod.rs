@@ -1,24 +1,39 @@
-//! HTTP handlers, one module per resource. Handlers parse input, check the caller's
-//! rights, call the service layer and shape the answer; they hold no SQL and no crypto.
+//! Everything HTTP: the routes (one module per resource), the extractors (API-key
+//! authentication, the org header, JSON bodies and query strings), `ApiError` and its
+//! problem+json rendering, the metrics middleware, the OpenAPI document, and the 405
+//! table. Handlers parse input, check the caller's rights, call a service function and
+//! shape the answer; they hold no SQL and no crypto.
 
-pub mod callback;
-pub mod connections;
-pub mod credentials;
+pub mod auth;
+pub mod error;
 pub mod extract;
-pub mod flows;
-pub mod keys;
-pub mod obo;
-pub mod ops;
-pub mod refresh;
-pub mod workflows;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
 
 use actix_web::web;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::ApiError;
+use self::error::ApiError;
+use self::openapi::ApiDoc;
+use self::routes::{callback, connections, credentials, flows, keys, obo, ops, refresh, workflows};
 
-/// Registers every route of the service.
+/// Registers every route of the service, the OpenAPI document and its UI at `/docs`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let doc = <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+    routes(cfg);
+    cfg.service(web::redirect("/docs", "/docs/"))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()));
+}
+
+/// What answers a path no route matches.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    let doc = ApiDoc::openapi();
     let (api, ops_paths): (Vec<_>, Vec<_>) = doc
         .paths
         .paths

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{
+use crate::http::routes::{
     callback, connections, credentials, flows, keys, obo, ops, refresh, workflows,
 };
 
@@ -48,7 +48,7 @@ use crate::routes::{
         ops::readyz,
         ops::metrics,
     ),
-    components(schemas(crate::error::Problem, crate::error::ErrorCode)),
+    components(schemas(crate::http::error::Problem, crate::http::error::ErrorCode)),
     modifiers(&BearerKey, &CommonResponses, &ResponseDescriptions),
     tags(
         (name = "connections", description = "OAuth connections of an organization (admin)"),

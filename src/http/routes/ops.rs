@@ -4,8 +4,8 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
-use crate::state::AppState;
+use crate::http::error::{ApiError, Problem};
+use crate::http::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -28,13 +28,13 @@ pub async fn healthz() -> HttpResponse {
     ))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.store.ping().await {
+    match state.broker.store.ping().await {
         Ok(()) => Ok(HttpResponse::Ok().json(Health {
             status: "ready".into(),
         })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::Unavailable)
+            Err(ApiError::DatabaseUnavailable)
         }
     }
 }

@@ -9,16 +9,19 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
-use crate::auth::{Caller, Org};
+use crate::domain::Caller;
+use crate::domain::FieldErrors;
 use crate::domain::{AssertionRules, Connection, ConnectionConfig, Event};
 use crate::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OboGrant, OrgId, ProviderUrl, Scopes,
     TokenAuthMethod,
 };
-use crate::error::{ApiError, FieldErrors, Problem};
-use crate::routes::extract::{JsonBody, QueryParams};
+use crate::http::auth::Org;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{JsonBody, OrgHeader, QueryParams, parse_name};
+use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::connections::{self as service, CreateInput, PatchInput};
-use crate::state::AppState;
 
 const MAX_SECRET: usize = 8192;
 const MAX_EXTRA_PARAMS: usize = 32;
@@ -343,7 +346,7 @@ pub struct ConnectionView {
 }
 
 impl ConnectionView {
-    pub fn new(conn: &Connection, state: &AppState) -> Self {
+    pub fn new(conn: &Connection, broker: &Broker) -> Self {
         Self {
             connection_name: conn.name.to_string(),
             org_id: conn.org_id.to_string(),
@@ -358,7 +361,7 @@ impl ConnectionView {
             test_url: conn.config.test_url.clone(),
             obo_grant: conn.config.obo_grant,
             assertion_validation: conn.config.assertion_validation.clone().map(Into::into),
-            redirect_uri: state.redirect_uri(conn.name.as_str()),
+            redirect_uri: broker.redirect_uri(conn.name.as_str()),
             status: conn.status,
             status_message: conn.status_message.clone(),
             token_expires_at: conn.token_expires_at,
@@ -429,20 +432,6 @@ pub struct EventsQuery {
     pub limit: Option<i64>,
 }
 
-/// The organization header, documented once for every org-scoped route.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct OrgHeader {
-    /// The org to act in; absent means `GLOBAL`. Pattern `^[A-Za-z0-9_.-]{1,64}$`.
-    #[serde(rename = "X-Organization-Id")]
-    #[param(rename = "X-Organization-Id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
-    pub x_organization_id: Option<String>,
-}
-
-pub fn parse_name(raw: &str) -> Result<ConnectionName, ApiError> {
-    ConnectionName::parse(raw).map_err(|e| FieldErrors::single("name", e.0))
-}
-
 /// Orgs a listing covers: the caller's, plus GLOBAL for keys of every org.
 fn listed_orgs(caller: &Caller, org: &OrgId, include_global: bool) -> Vec<OrgId> {
     let mut orgs = vec![org.clone()];
@@ -473,12 +462,10 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let orgs = listed_orgs(&caller, &org, query.include_global.unwrap_or(true));
-    let connections: Vec<ConnectionView> = state
-        .store
-        .list_connections(&orgs)
+    let connections: Vec<ConnectionView> = service::list(&state.broker, &orgs)
         .await?
         .iter()
-        .map(|c| ConnectionView::new(c, &state))
+        .map(|c| ConnectionView::new(c, &state.broker))
         .collect();
     Ok(HttpResponse::Ok().json(ConnectionList {
         count: connections.len(),
@@ -509,8 +496,8 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateConnectionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
-    let conn = service::create(&state, &org, body.into_input()?, &caller.name).await?;
-    Ok(HttpResponse::Created().json(ConnectionView::new(&conn, &state)))
+    let conn = service::create(&state.broker, &org, body.into_input()?, &caller.name).await?;
+    Ok(HttpResponse::Created().json(ConnectionView::new(&conn, &state.broker)))
 }
 
 #[utoipa::path(
@@ -535,8 +522,8 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let conn = service::get(&state, &org, &name).await?;
-    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state)))
+    let conn = service::get(&state.broker, &org, &name).await?;
+    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state.broker)))
 }
 
 #[utoipa::path(
@@ -571,7 +558,8 @@ pub async fn patch(
         return Err(FieldErrors::single(
             "connection_name",
             "connections cannot be renamed; create a new connection instead",
-        ));
+        )
+        .into());
     }
     let mut errors = FieldErrors::default();
     check_secret(
@@ -600,8 +588,8 @@ pub async fn patch(
         obo_grant: body.obo_grant,
         assertion_validation: body.assertion_validation.map(Into::into),
     };
-    let conn = service::update(&state, &org, &name, input, &caller.name).await?;
-    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state)))
+    let conn = service::update(&state.broker, &org, &name, input, &caller.name).await?;
+    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state.broker)))
 }
 
 #[utoipa::path(
@@ -629,7 +617,7 @@ pub async fn delete(
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
     service::delete(
-        &state,
+        &state.broker,
         &org,
         &name,
         query.confirm_disable_workflows.unwrap_or(false),
@@ -664,10 +652,9 @@ pub async fn events(
     let name = parse_name(&name)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(FieldErrors::single("limit", "must be between 1 and 500"));
+        return Err(FieldErrors::single("limit", "must be between 1 and 500").into());
     }
-    let conn = service::get(&state, &org, &name).await?;
-    let events = state.store.list_events(&conn.id, limit).await?;
+    let events = service::events(&state.broker, &org, &name, limit).await?;
     Ok(HttpResponse::Ok().json(EventList {
         events: events.into_iter().map(EventView::from).collect(),
     }))

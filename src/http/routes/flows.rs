@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::auth::{Caller, Org};
-use crate::domain::{EventKind, FlowType};
-use crate::error::{ApiError, Problem};
-use crate::routes::connections::{ConnectionView, OrgHeader, parse_name};
-use crate::routes::extract::JsonBody;
-use crate::service::{authorization, connections as service, grants};
-use crate::state::AppState;
+use crate::domain::Caller;
+use crate::http::auth::Org;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::JsonBody;
+use crate::http::extract::{OrgHeader, parse_name};
+use crate::http::routes::connections::ConnectionView;
+use crate::http::state::AppState;
+use crate::service::{authorization, grants};
 
 #[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +73,8 @@ pub async fn authorize(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let started = authorization::start(&state, &org, &name, body.return_to, &caller.name).await?;
+    let started =
+        authorization::start(&state.broker, &org, &name, body.return_to, &caller.name).await?;
     Ok(HttpResponse::Ok().json(AuthorizeResponse {
         authorization_url: started.authorization_url,
         state: started.state.expose_secret().to_owned(),
@@ -102,8 +104,7 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let conn = service::get(&state, &org, &name).await?;
-    let (_, outcome) = grants::test(&state, &conn, &caller.name, None).await?;
+    let outcome = grants::test_connection(&state.broker, &org, &name, &caller.name).await?;
     Ok(HttpResponse::Ok().json(TestResponse {
         test_result: if outcome.success {
             TestResult::Success
@@ -139,22 +140,6 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let conn = service::get(&state, &org, &name).await?;
-    let refreshable = match conn.config.flow_type {
-        FlowType::ClientCredentials => true,
-        FlowType::AuthorizationCode | FlowType::RefreshToken => conn.has_refresh_token(),
-        FlowType::OnBehalfOf => false,
-    };
-    if !refreshable {
-        return Err(ApiError::Conflict(
-            "the connection has no grant to refresh: authorize it (or import a refresh token) first".into(),
-        ));
-    }
-    match grants::acquire(&state, &conn, &caller.name, EventKind::Refreshed).await {
-        Ok(conn) => Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state))),
-        Err(grants::GrantError::Provider(e)) => Err(ApiError::Provider(format!(
-            "the provider refused the refresh: {e}"
-        ))),
-        Err(grants::GrantError::Store(e)) => Err(e.into()),
-    }
+    let conn = grants::force_refresh(&state.broker, &org, &name, &caller.name).await?;
+    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state.broker)))
 }

@@ -1,14 +1,15 @@
 //! `/api/oauth/refresh`: the refresher's state, and a run on demand (admin of every org).
 
 use actix_web::{HttpResponse, get, post, web};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::domain::Caller;
 use crate::domain::{RefreshRun, RunError};
-use crate::error::{ApiError, Problem};
-use crate::state::AppState;
+use crate::http::error::{ApiError, Problem};
+use crate::http::state::AppState;
+use crate::service::refresher;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Run {
@@ -63,17 +64,11 @@ pub struct RunStarted {
 #[get("/refresh/status")]
 pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    crate::refresher::finish_interrupted(&state).await;
-    let now = state.clock.now();
-    let (last, running_elsewhere) = state
-        .store
-        .latest_refresh_runs(now - Duration::hours(1))
-        .await?;
-    let running = state.refresher.current().or(running_elsewhere);
+    let status = refresher::status(&state.broker).await?;
     Ok(HttpResponse::Ok().json(RefreshStatus {
-        last_run: last.map(Run::from),
-        running: running.map(Run::from),
-        next_run_at: state.refresher.next_run_at().await,
+        last_run: status.last_run.map(Run::from),
+        running: status.running.map(Run::from),
+        next_run_at: status.next_run_at,
     }))
 }
 
@@ -90,13 +85,13 @@ pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
 #[post("/refresh/run")]
 pub async fn run(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    let Some(guard) = crate::refresher::try_begin(&state.into_inner()) else {
+    let Some(guard) = refresher::try_begin(&state.broker) else {
         return Err(ApiError::Busy {
             status: actix_web::http::StatusCode::CONFLICT,
             detail: "a refresher run is in progress".into(),
         });
     };
-    tokio::spawn(crate::refresher::run_with(guard, "manual"));
+    tokio::spawn(refresher::run_with(guard, "manual"));
     Ok(HttpResponse::Accepted().json(RunStarted {
         status: "started".into(),
     }))

@@ -8,15 +8,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
-use crate::auth::{Caller, Org};
+use crate::domain::Caller;
 use crate::domain::ConnectionName;
+use crate::domain::FieldErrors;
 use crate::domain::OboSession;
-use crate::error::{ApiError, FieldErrors, Problem};
-use crate::routes::connections::{OrgHeader, parse_name};
-use crate::routes::credentials::Credentials;
-use crate::routes::extract::{JsonBody, QueryParams};
+use crate::http::auth::Org;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::extract::{OrgHeader, parse_name};
+use crate::http::routes::credentials::Credentials;
+use crate::http::state::AppState;
 use crate::service::obo;
-use crate::state::AppState;
 
 const MAX_ASSERTION: usize = 16 * 1024;
 
@@ -26,7 +28,8 @@ fn check_assertion_size(assertion: &SecretString) -> Result<(), ApiError> {
         return Err(FieldErrors::single(
             "assertion",
             format!("must be 1 to {MAX_ASSERTION} characters"),
-        ));
+        )
+        .into());
     }
     Ok(())
 }
@@ -81,7 +84,7 @@ pub async fn exchange(
     let name = parse_name(&name)?;
     check_assertion_size(&body.assertion)?;
     let done = obo::exchange(
-        &state,
+        &state.broker,
         &org,
         &name,
         body.assertion,
@@ -90,19 +93,14 @@ pub async fn exchange(
     )
     .await?;
     let token = &done.token;
-    let credentials = Credentials {
-        connection_name: done.connection.name.to_string(),
-        org_id: done.connection.org_id.to_string(),
-        access_token: token.access_token.expose_secret().to_owned(),
-        token_type: token.token_type.clone(),
-        authorization_header: format!(
-            "{} {}",
-            token.token_type,
-            token.access_token.expose_secret()
-        ),
-        expires_at: Some(token.expires_at),
-        scopes: token.scopes.clone(),
-    };
+    let credentials = Credentials::new(
+        done.connection.name.as_str(),
+        done.connection.org_id.as_str(),
+        token.access_token.expose_secret(),
+        Some(&token.token_type),
+        Some(token.expires_at),
+        token.scopes.clone(),
+    );
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(OboCredentials {
@@ -222,7 +220,7 @@ pub async fn create_session(
         .map_err(|e| FieldErrors::single("connection_name", e.0))?;
     check_assertion_size(&body.assertion)?;
     let session = obo::create_session(
-        &state,
+        &state.broker,
         &caller,
         &org,
         &name,
@@ -262,15 +260,10 @@ pub async fn list_sessions(
         .as_deref()
         .map(parse_name)
         .transpose()?;
-    let now = state.clock.now();
-    let sessions = state
-        .store
-        .list_obo_sessions(&org, name.as_ref())
+    let now = state.broker.clock.now();
+    let sessions = obo::list_sessions(&state.broker, &caller, &org, name.as_ref())
         .await?
         .into_iter()
-        .filter(|s| {
-            caller.role == crate::domain::Role::Admin || s.created_by_key_id == caller.key_id
-        })
         .map(|s| SessionView::new(s, now))
         .collect();
     Ok(HttpResponse::Ok().json(SessionList { sessions }))
@@ -299,23 +292,18 @@ pub async fn session_credentials(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_org(&org)?;
     let id = parse_session_id(&id)?;
-    let state = state.into_inner();
-    let (session, served_by, token) = obo::session_credentials(&state, &caller, &org, &id).await?;
-    let token_type = session
-        .token_type
-        .clone()
-        .unwrap_or_else(|| "Bearer".into());
+    let (session, served_by, token) =
+        obo::session_credentials(&state.broker, &caller, &org, &id).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(Credentials {
-            connection_name: session.connection_name.to_string(),
-            org_id: served_by.to_string(),
-            authorization_header: format!("{token_type} {}", token.expose_secret()),
-            access_token: token.expose_secret().to_owned(),
-            token_type,
-            expires_at: session.token_expires_at,
-            scopes: session.scopes.clone(),
-        }))
+        .json(Credentials::new(
+            session.connection_name.as_str(),
+            served_by.as_str(),
+            token.expose_secret(),
+            session.token_type.as_deref(),
+            session.token_expires_at,
+            session.scopes.clone(),
+        )))
 }
 
 #[utoipa::path(
@@ -340,6 +328,6 @@ pub async fn revoke_session(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_org(&org)?;
     let id = parse_session_id(&id)?;
-    obo::revoke_session(&state, &caller, &org, &id).await?;
+    obo::revoke_session(&state.broker, &caller, &org, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::auth::Caller;
 use crate::domain::ApiKey;
+use crate::domain::Caller;
+use crate::domain::FieldErrors;
 use crate::domain::{OrgScope, Role};
-use crate::error::{ApiError, FieldErrors, Problem};
-use crate::routes::extract::JsonBody;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::JsonBody;
+use crate::http::state::AppState;
 use crate::service::keys as service;
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -101,12 +102,12 @@ pub async fn create(
     let scope = errors.take("org_id", OrgScope::parse(&body.org_id));
     errors.finish()?;
     let (record, key) = service::create(
-        &state.store,
+        &state.broker.store,
         name.expect("checked"),
         body.role,
         scope.expect("checked"),
         &caller.name,
-        state.clock.now(),
+        state.broker.clock.now(),
     )
     .await?;
     tracing::info!(key = %record.name, role = %record.role, org = record.org_scope.as_str(), by = %caller.name, "api key created");
@@ -134,7 +135,7 @@ pub async fn create(
 #[get("/keys")]
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    let keys = state.store.list_api_keys().await?;
+    let keys = service::list(&state.broker).await?;
     Ok(HttpResponse::Ok().json(KeyList {
         keys: keys.into_iter().map(ApiKeyView::from).collect(),
     }))
@@ -158,9 +159,7 @@ pub async fn revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    if id.len() > 64 || !state.store.revoke_api_key(&id, state.clock.now()).await? {
-        return Err(ApiError::NotFound("no active key with this id".into()));
-    }
+    service::revoke(&state.broker, &id).await?;
     state.keys.clear();
     tracing::info!(key_id = %id, by = %caller.name, "api key revoked");
     Ok(HttpResponse::NoContent().finish())

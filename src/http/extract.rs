@@ -1,5 +1,6 @@
 //! Request extractors with the contract's errors: JSON bodies (400 malformed, 422 wrong
-//! shape with the field named, 413 over 64 KiB) and query strings (422).
+//! shape with the field named, 413 over 64 KiB), query strings (422), connection names
+//! in paths (422), and the documentation of the org header.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,11 +9,15 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures::StreamExt;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 use validator::Validate;
 
 use crate::config::BODY_LIMIT_BYTES;
-use crate::error::{ApiError, FieldErrors};
+use crate::domain::ConnectionName;
+use crate::domain::FieldErrors;
+use crate::http::error::ApiError;
 
 /// A JSON body, parsed and then checked with `validator`.
 pub struct JsonBody<T>(pub T);
@@ -80,7 +85,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        FieldErrors::single(error_field(&path, &message, "body"), message)
+        FieldErrors::single(error_field(&path, &message, "body"), message).into()
     })
 }
 
@@ -116,8 +121,23 @@ impl<T: DeserializeOwned + 'static> FromRequest for QueryParams<T> {
             .map_err(|e| {
                 let path = e.path().to_string();
                 let message = e.into_inner().to_string();
-                FieldErrors::single(error_field(&path, &message, "query"), message)
+                FieldErrors::single(error_field(&path, &message, "query"), message).into()
             });
         std::future::ready(result)
     }
+}
+
+/// The organization header, documented once for every org-scoped route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct OrgHeader {
+    /// The org to act in; absent means `GLOBAL`. Pattern `^[A-Za-z0-9_.-]{1,64}$`.
+    #[serde(rename = "X-Organization-Id")]
+    #[param(rename = "X-Organization-Id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
+    pub x_organization_id: Option<String>,
+}
+
+/// A connection name from a path.
+pub fn parse_name(raw: &str) -> Result<ConnectionName, ApiError> {
+    ConnectionName::parse(raw).map_err(|e| FieldErrors::single("name", e.0).into())
 }

@@ -17,9 +17,9 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::domain::{RefreshRun, RunError};
-use crate::service::credentials::{Unavailable, single_flight};
-use crate::state::AppState;
+use super::refresh::single_flight;
+use super::{Broker, NoToken};
+use crate::domain::{Connection, RefreshRun, RunError};
 
 const PAGE_SIZE: i64 = 500;
 const MAX_RECORDED_ERRORS: usize = 100;
@@ -43,7 +43,7 @@ pub struct Refresher {
 }
 
 /// Holds the "a run is in progress" flag of this process; clears it when dropped.
-pub struct RunGuard(Arc<AppState>);
+pub struct RunGuard(Arc<Broker>);
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
@@ -54,13 +54,13 @@ impl Drop for RunGuard {
 }
 
 /// `None` when a run is already in progress in this process.
-pub fn try_begin(state: &Arc<AppState>) -> Option<RunGuard> {
-    state
+pub fn try_begin(broker: &Arc<Broker>) -> Option<RunGuard> {
+    broker
         .refresher
         .running
         .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
         .ok()
-        .map(|_| RunGuard(state.clone()))
+        .map(|_| RunGuard(broker.clone()))
 }
 
 impl Refresher {
@@ -76,19 +76,19 @@ impl Refresher {
 }
 
 /// Starts a run if none is in progress here; `None` if one is.
-pub async fn run(state: Arc<AppState>, trigger: &str) -> Option<RefreshRun> {
-    let guard = try_begin(&state)?;
+pub async fn run(broker: Arc<Broker>, trigger: &str) -> Option<RefreshRun> {
+    let guard = try_begin(&broker)?;
     Some(run_with(guard, trigger).await)
 }
 
 /// The run itself, for a caller that already holds the guard.
 pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
-    let state = &guard.0;
-    let started = state.clock.now();
+    let broker = &guard.0;
+    let started = broker.clock.now();
     let mut run = RefreshRun {
         id: uuid::Uuid::new_v4().to_string(),
         trigger: trigger.to_owned(),
-        owner: state.replica_id.clone(),
+        owner: broker.replica_id.clone(),
         started_at: started,
         finished_at: None,
         considered: 0,
@@ -97,22 +97,22 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         skipped: 0,
         errors: Vec::new(),
     };
-    finish_interrupted(state).await;
-    if let Err(e) = state.store.insert_refresh_run(&run).await {
+    finish_interrupted(broker).await;
+    if let Err(e) = broker.store.insert_refresh_run(&run).await {
         tracing::error!(error = %e, "could not record the start of a refresher run");
     }
-    *state.refresher.current.lock().expect("refresher lock") = Some(run.clone());
-    let _heartbeat = Heartbeat::start(state.clone(), run.id.clone());
-    if let Err(e) = state.store.purge_expired_pending(started).await {
+    *broker.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+    let _heartbeat = Heartbeat::start(broker.clone(), run.id.clone());
+    if let Err(e) = broker.store.purge_expired_pending(started).await {
         tracing::warn!(error = %e, "could not purge expired pending authorizations");
     }
 
-    let threshold = Duration::seconds(state.settings.refresh_threshold_seconds as i64);
+    let threshold = Duration::seconds(broker.settings.refresh_threshold_seconds as i64);
     let since = started - Duration::minutes(RECENTLY_REFRESHED_MINUTES);
-    let concurrency = state.settings.refresh_concurrency.max(1);
+    let concurrency = broker.settings.refresh_concurrency.max(1);
     let mut after = String::new();
     loop {
-        let page = match state
+        let page = match broker
             .store
             .due_connections(started + threshold, started, &after, PAGE_SIZE)
             .await
@@ -134,7 +134,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         let mut results = futures::stream::iter(page)
             .map(|conn| async move {
                 let outcome =
-                    single_flight(state, &conn.id, threshold, Some(since), "refresher").await;
+                    single_flight(broker, &conn.id, threshold, Some(since), "refresher").await;
                 (conn, outcome)
             })
             .buffer_unordered(concurrency);
@@ -142,22 +142,22 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
             match outcome {
                 // Counted once, by the run whose call reached the provider.
                 Ok((_, true)) => run.refreshed += 1,
-                Ok((_, false)) | Err(Unavailable::Busy) => run.skipped += 1,
-                Err(Unavailable::Status { message, .. }) => {
+                Ok((_, false)) | Err(NoToken::Busy) => run.skipped += 1,
+                Err(NoToken::Status { message, .. }) => {
                     run.failed += 1;
                     record_error(&mut run, &conn, message.unwrap_or_default());
                 }
-                Err(Unavailable::Internal(message)) => {
+                Err(NoToken::Internal(message)) => {
                     run.failed += 1;
                     record_error(&mut run, &conn, message);
                 }
             }
         }
-        *state.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+        *broker.refresher.current.lock().expect("refresher lock") = Some(run.clone());
     }
-    refresh_sessions(state, &mut run, started, threshold, concurrency).await;
+    refresh_sessions(broker, &mut run, started, threshold, concurrency).await;
     // Keep expired and revoked sessions a day, so their owners see 410 rather than 404.
-    match state
+    match broker
         .store
         .purge_obo_sessions(started - Duration::days(1))
         .await
@@ -166,8 +166,8 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         Ok(n) => tracing::info!(purged = n, "purged expired and revoked obo sessions"),
         Err(e) => tracing::warn!(error = %e, "could not purge obo sessions"),
     }
-    run.finished_at = Some(state.clock.now());
-    if let Err(e) = state.store.finish_refresh_run(&run).await {
+    run.finished_at = Some(broker.clock.now());
+    if let Err(e) = broker.store.finish_refresh_run(&run).await {
         tracing::error!(error = %e, "could not record the end of a refresher run");
     }
     tracing::info!(
@@ -183,7 +183,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
 
 /// Keeps long-running on-behalf-of sessions alive.
 async fn refresh_sessions(
-    state: &Arc<AppState>,
+    broker: &Arc<Broker>,
     run: &mut RefreshRun,
     started: DateTime<Utc>,
     threshold: Duration,
@@ -191,7 +191,7 @@ async fn refresh_sessions(
 ) {
     let mut after = String::new();
     loop {
-        let page = match state
+        let page = match broker
             .store
             .due_obo_sessions(started + threshold, started, &after, PAGE_SIZE)
             .await
@@ -207,8 +207,7 @@ async fn refresh_sessions(
         run.considered += page.len() as i64;
         let mut results = futures::stream::iter(page)
             .map(|session| async move {
-                let outcome =
-                    crate::service::obo::refresh_session(state, &session.id, threshold).await;
+                let outcome = super::obo::refresh_session(broker, &session.id, threshold).await;
                 (session, outcome)
             })
             .buffer_unordered(concurrency);
@@ -217,8 +216,8 @@ async fn refresh_sessions(
                 Ok(fresh) if fresh.token_expires_at != session.token_expires_at => {
                     run.refreshed += 1
                 }
-                Ok(_) | Err(Unavailable::Busy) => run.skipped += 1,
-                Err(Unavailable::Status { message, .. }) => {
+                Ok(_) | Err(NoToken::Busy) => run.skipped += 1,
+                Err(NoToken::Status { message, .. }) => {
                     run.failed += 1;
                     push_error(
                         run,
@@ -227,7 +226,7 @@ async fn refresh_sessions(
                         message.unwrap_or_default(),
                     );
                 }
-                Err(Unavailable::Internal(message)) => {
+                Err(NoToken::Internal(message)) => {
                     run.failed += 1;
                     push_error(
                         run,
@@ -242,15 +241,15 @@ async fn refresh_sessions(
 }
 
 /// Finishes as interrupted the runs whose process stopped before finishing them.
-pub async fn finish_interrupted(state: &AppState) {
+pub async fn finish_interrupted(broker: &Broker) {
     let error = RunError {
         org_id: "-".into(),
         connection_name: "-".into(),
         message: INTERRUPTED.into(),
     };
-    match state
+    match broker
         .store
-        .finish_silent_refresh_runs(state.clock.now() - SILENT_AFTER, &error)
+        .finish_silent_refresh_runs(broker.clock.now() - SILENT_AFTER, &error)
         .await
     {
         Ok(0) => {}
@@ -266,13 +265,13 @@ pub async fn finish_interrupted(state: &AppState) {
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(state: Arc<AppState>, run_id: String) -> Self {
+    fn start(broker: Arc<Broker>, run_id: String) -> Self {
         Self(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
-                if let Err(e) = state
+                if let Err(e) = broker
                     .store
-                    .beat_refresh_run(&run_id, state.clock.now())
+                    .beat_refresh_run(&run_id, broker.clock.now())
                     .await
                 {
                     tracing::warn!(error = %e, "could not record the refresher run's heartbeat");
@@ -298,22 +297,22 @@ fn push_error(run: &mut RefreshRun, org_id: &str, connection_name: &str, message
     }
 }
 
-fn record_error(run: &mut RefreshRun, conn: &crate::domain::Connection, message: String) {
+fn record_error(run: &mut RefreshRun, conn: &Connection, message: String) {
     push_error(run, conn.org_id.as_str(), conn.name.as_str(), message);
 }
 
 /// Schedules runs on the configured cron and one `startup` run after `delay`.
 pub async fn schedule(
-    state: Arc<AppState>,
+    broker: Arc<Broker>,
     delay: std::time::Duration,
 ) -> anyhow::Result<JobScheduler> {
     let scheduler = JobScheduler::new().await?;
-    let job_state = state.clone();
-    let job = Job::new_async(state.settings.refresh_cron.as_str(), move |_, _| {
-        let state = job_state.clone();
+    let job_state = broker.clone();
+    let job = Job::new_async(broker.settings.refresh_cron.as_str(), move |_, _| {
+        let broker = job_state.clone();
         Box::pin(async move {
             // Ticks overlap when a run outlasts the interval; the guard skips them.
-            if run(state, "schedule").await.is_none() {
+            if run(broker, "schedule").await.is_none() {
                 tracing::warn!("a refresher run is still in progress; this tick is skipped");
             }
         })
@@ -323,10 +322,33 @@ pub async fn schedule(
     })?;
     let id = scheduler.add(job).await?;
     scheduler.start().await?;
-    *state.refresher.schedule.lock().expect("refresher lock") = Some((scheduler.clone(), id));
+    *broker.refresher.schedule.lock().expect("refresher lock") = Some((scheduler.clone(), id));
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        run(state, "startup").await;
+        run(broker, "startup").await;
     });
     Ok(scheduler)
+}
+
+/// What `GET /refresh/status` shows.
+pub struct Status {
+    /// The newest finished run.
+    pub last_run: Option<RefreshRun>,
+    /// A run in progress on this or another replica.
+    pub running: Option<RefreshRun>,
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+pub async fn status(broker: &Broker) -> super::Result<Status> {
+    finish_interrupted(broker).await;
+    let now = broker.clock.now();
+    let (last_run, running_elsewhere) = broker
+        .store
+        .latest_refresh_runs(now - Duration::hours(1))
+        .await?;
+    Ok(Status {
+        last_run,
+        running: broker.refresher.current().or(running_elsewhere),
+        next_run_at: broker.refresher.next_run_at().await,
+    })
 }

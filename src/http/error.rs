@@ -9,7 +9,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::ParseError;
+use crate::domain::{FieldErrors, Forbidden};
+use crate::oauth::OboError;
+use crate::service::{Error as ServiceError, NoToken, OboFailure};
 
 /// The contract's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -97,46 +99,6 @@ pub struct Problem {
     /// Quote this when asking about the failure: it is on the service's log line too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
-}
-
-/// Validation failures collected by field, so a caller sees all of them at once.
-#[derive(Debug, Default, Clone)]
-pub struct FieldErrors(BTreeMap<String, Vec<String>>);
-
-impl FieldErrors {
-    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.entry(field.into()).or_default().push(message.into());
-    }
-
-    /// Records a parse failure under `field` and returns the parsed value, if any.
-    pub fn take<T>(&mut self, field: &str, parsed: Result<T, ParseError>) -> Option<T> {
-        match parsed {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.add(field, e.0);
-                None
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Err(ApiError::Validation)` when anything was recorded.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self))
-        }
-    }
-
-    pub fn single(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        let mut e = Self::default();
-        e.add(field, message);
-        ApiError::Validation(e)
-    }
 }
 
 impl From<validator::ValidationErrors> for FieldErrors {
@@ -233,7 +195,7 @@ pub enum ApiError {
     },
     /// The database cannot be reached.
     #[error("the database is unavailable")]
-    Unavailable,
+    DatabaseUnavailable,
     /// The database's storage is full: writes are refused until an operator makes room
     /// (reads still work). Code `unavailable`, with a detail that says why.
     #[error("the database's storage is full")]
@@ -266,7 +228,7 @@ impl ApiError {
             Self::Busy { .. } => ErrorCode::Busy,
             Self::Obo { code, .. } => *code,
             Self::Gone(_) => ErrorCode::Gone,
-            Self::Unavailable | Self::StorageFull => ErrorCode::Unavailable,
+            Self::DatabaseUnavailable | Self::StorageFull => ErrorCode::Unavailable,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -302,7 +264,7 @@ impl ApiError {
             Self::Provider(d) => d.clone(),
             Self::Busy { detail, .. } => detail.clone(),
             Self::Gone(d) => d.clone(),
-            Self::Unavailable => "the database is unavailable; retry shortly".into(),
+            Self::DatabaseUnavailable => "the database is unavailable; retry shortly".into(),
             Self::StorageFull => "the database's storage is full, so nothing was changed; reads \
                                   still work. Retry once an operator has freed space"
                 .into(),
@@ -327,9 +289,11 @@ impl ApiError {
                 )
             }
             Self::Validation(errors) => {
-                let fields: Vec<&str> = errors.0.keys().map(String::as_str).collect();
-                problem.errors = Some(errors.0.clone());
-                format!("invalid field(s): {}", fields.join(", "))
+                let errors = errors.clone().into_map();
+                let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
+                let detail = format!("invalid field(s): {}", fields.join(", "));
+                problem.errors = Some(errors);
+                detail
             }
             Self::PayloadTooLarge => format!(
                 "request body exceeds {} bytes",
@@ -365,7 +329,7 @@ impl ResponseError for ApiError {
             Self::Provider(_) => StatusCode::BAD_GATEWAY,
             Self::Busy { status, .. } => *status,
             Self::Gone(_) => StatusCode::GONE,
-            Self::Unavailable | Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable | Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Obo { code, .. } => match code {
                 ErrorCode::OboMisconfigured | ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
@@ -386,7 +350,7 @@ impl ResponseError for ApiError {
         if let Self::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, allow.as_str()));
         }
-        if matches!(self, Self::Unavailable) {
+        if matches!(self, Self::DatabaseUnavailable) {
             response.insert_header((header::RETRY_AFTER, "5"));
         }
         if matches!(self, Self::StorageFull) {
@@ -445,9 +409,116 @@ impl From<crate::store::StoreError> for ApiError {
             }
             other if other.is_unavailable() => {
                 tracing::error!(error = %other, "database unavailable");
-                ApiError::Unavailable
+                ApiError::DatabaseUnavailable
             }
             other => ApiError::Internal(other.into()),
         }
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        ApiError::Validation(errors)
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(e: Forbidden) -> Self {
+        ApiError::Forbidden(e.0)
+    }
+}
+
+impl From<NoToken> for ApiError {
+    fn from(e: NoToken) -> Self {
+        match e {
+            NoToken::Status { status, message } => ApiError::ConnectionUnavailable {
+                status: status.to_string(),
+                message,
+            },
+            NoToken::Busy => ApiError::Busy {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                detail: "another replica is refreshing this connection and did not finish in time; retry shortly".into(),
+            },
+            NoToken::Internal(_) => {
+                ApiError::internal(anyhow::anyhow!("refresh failed inside the service"))
+            }
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(d) => ApiError::NotFound(d),
+            ServiceError::Invalid(errors) => ApiError::Validation(errors),
+            ServiceError::NotApplicable(d) => ApiError::BadRequest(d),
+            ServiceError::Conflict(d) => ApiError::Conflict(d),
+            ServiceError::DependentsExist(workflows) => ApiError::DependentsExist { workflows },
+            ServiceError::Forbidden(d) => ApiError::Forbidden(d),
+            ServiceError::Gone(d) => ApiError::Gone(d),
+            ServiceError::NoToken(e) => e.into(),
+            ServiceError::Provider(d) => ApiError::Provider(d),
+            ServiceError::Obo(failure) => obo_problem(failure),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// An on-behalf-of failure as the contract answers it, with a correlation id that is on
+/// the log line too.
+fn obo_problem(failure: OboFailure) -> ApiError {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let (code, detail, claims, provider_code) = match failure {
+        OboFailure::AssertionInvalid { connection, reason } => {
+            tracing::info!(%correlation_id, connection = %connection, reason = %reason, "assertion refused");
+            (ErrorCode::AssertionInvalid, reason, None, None)
+        }
+        OboFailure::Exchange { connection, error } => {
+            tracing::warn!(%correlation_id, connection = %connection, error = %error, "on-behalf-of exchange failed");
+            match error {
+                OboError::Rejected(detail) => (
+                    ErrorCode::OboRejected,
+                    format!("the user's session is no longer valid; sign in again ({detail})"),
+                    None,
+                    None,
+                ),
+                OboError::ClaimsChallenge {
+                    claims,
+                    description,
+                } => (
+                    ErrorCode::ClaimsChallenge,
+                    format!(
+                        "the provider requires additional claims; repeat the request with `claims` after the user satisfies them ({description})"
+                    ),
+                    Some(claims),
+                    None,
+                ),
+                OboError::Misconfigured {
+                    provider_code,
+                    description,
+                } => (
+                    ErrorCode::OboMisconfigured,
+                    format!(
+                        "the connection's client, audience or scopes are misconfigured: {description}"
+                    ),
+                    None,
+                    Some(provider_code),
+                ),
+                OboError::Provider(detail) => (
+                    ErrorCode::ProviderError,
+                    format!("the provider could not be reached or answered badly: {detail}"),
+                    None,
+                    None,
+                ),
+            }
+        }
+    };
+    ApiError::Obo {
+        code,
+        detail,
+        claims,
+        provider_code,
+        correlation_id,
     }
 }

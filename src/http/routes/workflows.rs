@@ -8,13 +8,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::auth::{Caller, Org};
+use crate::domain::Caller;
+use crate::domain::FieldErrors;
 use crate::domain::{ConnectionName, WorkflowId};
 use crate::domain::{Dependency, DisabledWorkflow};
-use crate::error::{ApiError, FieldErrors, Problem};
-use crate::routes::connections::{OrgHeader, parse_name};
-use crate::routes::extract::JsonBody;
-use crate::state::AppState;
+use crate::http::auth::Org;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::JsonBody;
+use crate::http::extract::{OrgHeader, parse_name};
+use crate::http::state::AppState;
+use crate::service::workflows as service;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +90,7 @@ pub struct Enabled {
 }
 
 fn parse_workflow(raw: &str) -> Result<WorkflowId, ApiError> {
-    WorkflowId::parse(raw).map_err(|e| FieldErrors::single("workflow_id", e.0))
+    WorkflowId::parse(raw).map_err(|e| FieldErrors::single("workflow_id", e.0).into())
 }
 
 #[utoipa::path(
@@ -117,25 +120,8 @@ pub async fn register(
     let workflow = parse_workflow(&workflow_id)?;
     let name = ConnectionName::parse(&body.connection_name)
         .map_err(|e| FieldErrors::single("connection_name", e.0))?;
-    if state
-        .store
-        .find_for_credentials(&org, &name)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "no connection `{name}` in org `{org}` or GLOBAL"
-        )));
-    }
-    let dependency = Dependency {
-        workflow_id: workflow.to_string(),
-        org_id: org,
-        connection_name: name,
-        workflow_name: body.workflow_name,
-        registered_at: state.clock.now(),
-        last_accessed_at: None,
-    };
-    state.store.upsert_dependency(&dependency).await?;
+    let dependency =
+        service::register(&state.broker, &org, &workflow, name, body.workflow_name).await?;
     Ok(HttpResponse::Created().json(DependencyView::from(dependency)))
 }
 
@@ -160,10 +146,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let workflow = parse_workflow(&workflow_id)?;
-    let deps = state
-        .store
-        .list_dependencies(workflow.as_str(), &org)
-        .await?;
+    let deps = service::list(&state.broker, &org, &workflow).await?;
     Ok(HttpResponse::Ok().json(DependencyList {
         workflow_id: workflow.to_string(),
         connections: deps.into_iter().map(DependencyView::from).collect(),
@@ -194,13 +177,7 @@ pub async fn remove(
     let (workflow_id, name) = path.into_inner();
     let workflow = parse_workflow(&workflow_id)?;
     let name = parse_name(&name)?;
-    if !state
-        .store
-        .delete_dependency(workflow.as_str(), &org, &name)
-        .await?
-    {
-        return Err(ApiError::NotFound("no such dependency".into()));
-    }
+    service::remove(&state.broker, &org, &workflow, &name).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -222,7 +199,7 @@ pub async fn disabled(
     Org(org): Org,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
-    let workflows = state.store.list_disabled_workflows(&org).await?;
+    let workflows = service::disabled(&state.broker, &org).await?;
     Ok(HttpResponse::Ok().json(DisabledList {
         workflows: workflows
             .into_iter()
@@ -253,11 +230,7 @@ pub async fn enable(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let workflow = parse_workflow(&workflow_id)?;
-    if !state.store.enable_workflow(workflow.as_str(), &org).await? {
-        return Err(ApiError::NotFound(format!(
-            "workflow `{workflow}` is not disabled in org `{org}`"
-        )));
-    }
+    service::enable(&state.broker, &org, &workflow).await?;
     Ok(HttpResponse::Ok().json(Enabled {
         workflow_id: workflow.to_string(),
         enabled: true,
