@@ -6,14 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{DefaultHeaders, from_fn};
-use actix_web::{App, HttpServer, web};
 use anyhow::{Context, bail};
 
 use crate::clock::{DynClock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::{Aad, Keyring, OpenError};
-use crate::http::state::AppState;
 use crate::service::Broker;
 use crate::service::keys::{Bootstrap, bootstrap};
 use crate::store::{self, AnyPool, Backend, DynStore};
@@ -150,26 +147,7 @@ impl Application {
             settings.clone(),
             settings.public_base(&address),
         );
-        let state = web::Data::new(AppState::new(broker.clone()));
-        let server_state = state.clone();
-        let workers = settings.http_workers;
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .configure(crate::http::configure)
-                .default_service(web::to(crate::http::not_found))
-                .wrap(
-                    DefaultHeaders::new()
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("Cache-Control", "no-store")),
-                )
-                .wrap(from_fn(crate::http::metrics::track))
-        })
-        .shutdown_timeout(30);
-        if let Some(workers) = workers {
-            server = server.workers(workers.max(1));
-        }
-        let server = server.listen(listener)?.run();
+        let server = crate::http::server(broker.clone(), listener, settings.http_workers)?;
         let scheduler = if settings.refresher_enabled {
             let delay = std::time::Duration::from_secs(settings.refresh_startup_delay_seconds);
             Some(crate::service::refresher::schedule(broker.clone(), delay).await?)

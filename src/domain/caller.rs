@@ -4,7 +4,8 @@
 //! `workflow` key reads credentials; a key bound to one org acts only there, a key for
 //! every org (`*`) acts everywhere, GLOBAL included.
 
-use super::{OrgId, OrgScope, Role};
+use super::enums::Role;
+use super::names::{OrgId, OrgScope};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,58 +1,15 @@
-//! A connection: its configuration, its state, and its secrets as sealed at rest.
+//! A connection: its configuration, its state, and its sealed secrets.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{
-    AssertionRules, ConnectionName, ConnectionStatus, FlowType, OboGrant, OrgId, TokenAuthMethod,
-};
-use crate::crypto::{Aad, Keyring, OpenError};
-
-/// Column names of the sealed fields of a connection; also their associated data.
-pub mod fields {
-    pub const CLIENT_SECRET: &str = "client_secret";
-    pub const ACCESS_TOKEN: &str = "access_token";
-    pub const REFRESH_TOKEN: &str = "refresh_token";
-    pub const PKCE_VERIFIER: &str = "pkce_verifier";
-}
-
-/// A sealed value that does not open with the configured keys.
-#[derive(Debug, thiserror::Error)]
-#[error("the stored {field} of {row} does not open")]
-pub struct SealedError {
-    pub row: String,
-    pub field: &'static str,
-    #[source]
-    pub source: OpenError,
-}
-
-/// Opens `sealed` (if any), bound to its org, row and field; `row` names the record in
-/// the error.
-pub fn open_sealed(
-    keyring: &Keyring,
-    sealed: Option<&str>,
-    (org_id, row_id): (&str, &str),
-    field: &'static str,
-    row: impl FnOnce() -> String,
-) -> Result<Option<SecretString>, SealedError> {
-    let aad = Aad {
-        org_id,
-        row_id,
-        field,
-    };
-    sealed
-        .map(|s| {
-            keyring.open(s, aad).map_err(|source| SealedError {
-                row: row(),
-                field,
-                source,
-            })
-        })
-        .transpose()
-}
+use super::enums::{ConnectionStatus, FlowType, OboGrant, TokenAuthMethod};
+use super::names::{ConnectionName, OrgId};
+use super::obo::AssertionRules;
+use super::sealed::{ConnectionSecrets, Sealed, SealedError, fields, open_sealed};
+use crate::crypto::{Aad, Keyring};
 
 /// The non-secret configuration of a connection, as given on create or patch.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,67 +38,6 @@ pub struct NewConnection {
     pub refresh_token: Option<SecretString>,
     pub created_by: String,
     pub now: DateTime<Utc>,
-}
-
-/// What happens to one sealed column on save.
-#[derive(Default, Clone)]
-pub enum SecretWrite {
-    #[default]
-    Keep,
-    Set(SecretString),
-    Clear,
-}
-
-/// Secret writes of one save; `Keep` for every field by default.
-#[derive(Default, Clone)]
-pub struct SecretWrites {
-    pub client_secret: SecretWrite,
-    pub access_token: SecretWrite,
-    pub refresh_token: SecretWrite,
-}
-
-impl SecretWrites {
-    /// Forget the tokens (a credential-changing edit: "needs reconnection").
-    pub fn clear_tokens() -> Self {
-        Self {
-            access_token: SecretWrite::Clear,
-            refresh_token: SecretWrite::Clear,
-            ..Self::default()
-        }
-    }
-}
-
-/// The opened secrets of a connection.
-#[derive(Default)]
-pub struct ConnectionSecrets {
-    pub client_secret: Option<SecretString>,
-    pub access_token: Option<SecretString>,
-    pub refresh_token: Option<SecretString>,
-}
-
-impl fmt::Debug for ConnectionSecrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |s: &Option<SecretString>| s.as_ref().map(|_| "[redacted]");
-        f.debug_struct("ConnectionSecrets")
-            .field("client_secret", &shown(&self.client_secret))
-            .field("access_token", &shown(&self.access_token))
-            .field("refresh_token", &shown(&self.refresh_token))
-            .finish()
-    }
-}
-
-/// The sealed columns as stored; opened only through the keyring.
-#[derive(Clone, Default, PartialEq)]
-pub struct Sealed {
-    pub client_secret: Option<String>,
-    pub access_token: Option<String>,
-    pub refresh_token: Option<String>,
-}
-
-impl fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sealed { .. }")
-    }
 }
 
 /// A stored connection. Carries sealed columns but never plaintext secrets.

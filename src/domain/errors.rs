@@ -1,9 +1,20 @@
-//! Validation failures collected by field, so a caller sees all of them at once.
+//! Why input was refused: one value that did not parse, and failures collected by
+//! field so a caller sees all of them at once.
 
 use std::collections::BTreeMap;
 
-use super::ParseError;
+/// Why a value did not parse; shown to the caller under the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
 
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Validation failures by field name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 

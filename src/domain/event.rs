@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Connection, ConnectionName, EventKind, OrgId};
+use super::connection::Connection;
+use super::enums::EventKind;
+use super::names::{ConnectionName, OrgId};
 
 /// An event to append.
 #[derive(Debug, Clone)]

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{OrgScope, Role};
+use super::enums::Role;
+use super::names::OrgScope;
 
 pub struct NewApiKey {
     pub name: String,

@@ -18,15 +18,13 @@ mod pending;
 mod provider_url;
 mod run;
 mod scopes;
+mod sealed;
 mod workflow;
 
 pub use caller::{Caller, Forbidden};
-pub use connection::{
-    Connection, ConnectionConfig, ConnectionSecrets, NewConnection, Sealed, SealedError,
-    SecretWrite, SecretWrites, fields, open_sealed,
-};
+pub use connection::{Connection, ConnectionConfig, NewConnection};
 pub use enums::{ConnectionStatus, EventKind, FlowType, OboGrant, Role, TokenAuthMethod};
-pub use errors::FieldErrors;
+pub use errors::{FieldErrors, ParseError};
 pub use event::{Event, NewEvent};
 pub use key::{ApiKey, NewApiKey};
 pub use names::{ConnectionName, OrgId, OrgScope, WorkflowId};
@@ -35,15 +33,7 @@ pub use pending::{NewPending, PendingAuthorization};
 pub use provider_url::ProviderUrl;
 pub use run::{RefreshRun, RunError};
 pub use scopes::Scopes;
+pub use sealed::{
+    ConnectionSecrets, Sealed, SealedError, SecretWrite, SecretWrites, fields, open_sealed,
+};
 pub use workflow::{Dependency, DisabledWorkflow};
-
-/// Why a value did not parse; shown to the caller under the field's name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub String);
-
-impl ParseError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}

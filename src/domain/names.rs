@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::ParseError;
+use super::errors::ParseError;
 
 fn check(
     value: &str,

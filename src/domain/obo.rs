@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::connection::{ConnectionSecrets, Sealed, SealedError, fields, open_sealed};
-use super::{ConnectionName, OrgId};
+use super::names::{ConnectionName, OrgId};
+use super::sealed::{ConnectionSecrets, Sealed, SealedError, fields, open_sealed};
 use crate::crypto::{Aad, Keyring};
 
 /// What a user's assertion must satisfy before an exchange (the connection's

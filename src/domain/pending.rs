@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::OrgId;
+use super::names::OrgId;
 
 /// An authorization waiting for its callback (RFC 6749 4.1.1, RFC 7636).
 pub struct NewPending {

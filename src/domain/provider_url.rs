@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use url::{Host, Url};
 
-use super::ParseError;
+use super::errors::ParseError;
 
 /// A URL the service may call or send a browser to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::ParseError;
+use super::errors::ParseError;
 
 pub const MAX_SCOPES: usize = 100;
 pub const MAX_SCOPE_LEN: usize = 512;

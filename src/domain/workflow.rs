@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{ConnectionName, OrgId};
+use super::names::{ConnectionName, OrgId};
 
 /// A workflow's declared use of a connection; `org_id` is the workflow's org (the
 /// connection may be served from GLOBAL).

@@ -22,8 +22,8 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::ApiError;
-use super::state::AppState;
 use crate::domain::{Caller, OrgId};
+use crate::service::Broker;
 use crate::service::keys::{self, hash_key};
 
 /// How long a key lookup is reused. Revocation reaches every replica within this
@@ -31,6 +31,24 @@ use crate::service::keys::{self, hash_key};
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 const KEY_CACHE_MAX: usize = 10_000;
 pub const ORG_HEADER: &str = "x-organization-id";
+
+/// What API-key authentication keeps between requests, one per process: recent key
+/// lookups, refused authentications (to log bursts), and the per-key rate limit.
+pub struct Authenticator {
+    pub keys: KeyCache,
+    failed: FailedAuths,
+    rate_limit: RateLimit,
+}
+
+impl Authenticator {
+    pub fn new(rate_limit_per_minute: u32) -> Self {
+        Self {
+            keys: KeyCache::default(),
+            failed: FailedAuths::default(),
+            rate_limit: RateLimit::per_minute(rate_limit_per_minute),
+        }
+    }
+}
 
 /// Recent key lookups, positive and negative, for `KEY_CACHE_TTL`.
 #[derive(Default)]
@@ -204,13 +222,13 @@ impl FailedAuths {
 
 /// Counts a refused authentication and logs a burst once per window. Neither the
 /// presented key nor any part of it is logged.
-fn note_refused(state: &AppState, source: Source, reason: &str) {
+fn note_refused(broker: &Broker, auth: &Authenticator, source: Source, reason: &str) {
     tracing::debug!(%source, reason, "refused an API request's authentication");
     let window_seconds = FAILED_AUTH_WINDOW.num_seconds();
-    match state.failed_auths.record(source, state.broker.clock.now()) {
+    match auth.failed.record(source, broker.clock.now()) {
         None => {}
         Some(Burst::FromSource { source, failures }) => tracing::warn!(
-            replica = %state.broker.replica_id,
+            replica = %broker.replica_id,
             %source,
             failures,
             window_seconds,
@@ -218,7 +236,7 @@ fn note_refused(state: &AppState, source: Source, reason: &str) {
              window; requests are not blocked)"
         ),
         Some(Burst::Spread { failures }) => tracing::warn!(
-            replica = %state.broker.replica_id,
+            replica = %broker.replica_id,
             failures,
             window_seconds,
             "burst of refused API key authentications spread over many sources (logged \
@@ -276,18 +294,22 @@ impl RateLimit {
     }
 }
 
-pub async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiError> {
+pub async fn authenticate(
+    broker: &Broker,
+    auth: &Authenticator,
+    key: &str,
+) -> Result<Caller, ApiError> {
     let hash = hash_key(key);
-    let caller = match state.keys.get(&hash) {
+    let caller = match auth.keys.get(&hash) {
         Some(cached) => cached,
         None => {
-            let found = keys::find(&state.broker, &hash).await?.map(|k| Caller {
+            let found = keys::find(broker, &hash).await?.map(|k| Caller {
                 key_id: k.id,
                 name: k.name,
                 role: k.role,
                 org_scope: k.org_scope,
             });
-            state.keys.put(hash, found.clone());
+            auth.keys.put(hash, found.clone());
             found
         }
     };
@@ -300,21 +322,24 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let broker = req.app_data::<web::Data<Broker>>().cloned();
+        let auth = req.app_data::<web::Data<Authenticator>>().cloned();
         let key = bearer(req).map(|k| SecretString::from(k.to_owned()));
         let source = Source::of(req.peer_addr().map(|a| a.ip()));
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let (Some(broker), Some(auth)) = (broker, auth) else {
+                return Err(ApiError::internal(anyhow::anyhow!("no app data")));
+            };
             let caller = match key {
-                Ok(key) => authenticate(&state, key.expose_secret()).await,
+                Ok(key) => authenticate(&broker, &auth, key.expose_secret()).await,
                 Err(e) => Err(e),
             };
             let caller = caller.inspect_err(|e| {
                 if let ApiError::Unauthorized(reason) = e {
-                    note_refused(&state, source, reason);
+                    note_refused(&broker, &auth, source, reason);
                 }
             })?;
-            state.rate_limit.check(&caller.key_id)?;
+            auth.rate_limit.check(&caller.key_id)?;
             Ok(caller)
         })
     }

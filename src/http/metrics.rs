@@ -80,9 +80,7 @@ pub async fn track(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let metrics = req
-        .app_data::<actix_web::web::Data<crate::http::state::AppState>>()
-        .map(|s| s.metrics.clone());
+    let metrics = req.app_data::<actix_web::web::Data<Metrics>>().cloned();
     let span = tracing::info_span!("request", method = %method, route = %route);
     let response = next.call(req).instrument(span.clone()).await?;
     let status = response.status().as_u16();

@@ -10,15 +10,53 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod state;
 
-use actix_web::web;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App, HttpServer, web};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use self::auth::Authenticator;
 use self::error::ApiError;
+use self::metrics::Metrics;
 use self::openapi::ApiDoc;
 use self::routes::{callback, connections, credentials, flows, keys, obo, ops, refresh, workflows};
+
+/// The HTTP server of `broker` on `listener` (`workers` threads, else one per core):
+/// every route, the headers every answer carries, request metrics and logs. Stops
+/// gracefully on SIGTERM/SIGINT, letting requests in flight finish (30 s at most).
+pub fn server(
+    broker: Arc<crate::service::Broker>,
+    listener: TcpListener,
+    workers: Option<usize>,
+) -> std::io::Result<Server> {
+    let broker = web::Data::from(broker);
+    let auth = web::Data::new(Authenticator::new(broker.settings.rate_limit_per_minute));
+    let metrics = web::Data::new(Metrics::default());
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(broker.clone())
+            .app_data(auth.clone())
+            .app_data(metrics.clone())
+            .configure(configure)
+            .default_service(web::to(not_found))
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("Cache-Control", "no-store")),
+            )
+            .wrap(from_fn(metrics::track))
+    })
+    .shutdown_timeout(30);
+    if let Some(workers) = workers {
+        server = server.workers(workers.max(1));
+    }
+    Ok(server.listen(listener)?.run())
+}
 
 /// Registers every route of the service, the OpenAPI document and its UI at `/docs`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -28,7 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// What answers a path no route matches.
-pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".into()))
 }
 

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use super::{Outbound, sanitize};
+use super::error::sanitize;
+use super::outbound::Outbound;
 use crate::domain::AssertionRules;
 
 pub const SKEW_SECONDS: i64 = 60;

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::ProviderClient;
+use super::client::ProviderClient;
 use super::error::sanitize;
 use super::token::{LenientTokenResponse, TokenSet};
 use crate::domain::{Connection, ConnectionSecrets};

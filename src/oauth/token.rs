@@ -8,7 +8,7 @@ use oauth2::{AccessToken, RefreshToken, RequestTokenError, Scope, TokenResponse}
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::ProviderError;
+use super::error::ProviderError;
 use super::outbound::{Call, TransportError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,9 +2,7 @@
 //! or else GLOBAL, refreshed first when it would not last; and the record of which
 //! workflow read it (throttled, off the request's path).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration as StdDuration, Instant};
+use std::sync::Arc;
 
 use chrono::Duration;
 use secrecy::SecretString;
@@ -14,47 +12,6 @@ use super::{Broker, Error, NoToken, Result};
 use crate::domain::{
     Connection, ConnectionName, ConnectionStatus, EventKind, NewEvent, OrgId, WorkflowId,
 };
-
-/// `credentials_read` events are recorded at most this often per connection and workflow,
-/// so a busy workflow does not turn every read into a write.
-const READ_EVENT_INTERVAL: StdDuration = StdDuration::from_secs(60);
-/// Reads recorded at once, at most: the rest wait their turn off the request path, so
-/// that a burst of first reads (one write each) cannot take every pooled connection from
-/// the reads themselves (measured: p99 1.2 s at 16 connections before this bound).
-const READ_RECORDS_AT_ONCE: usize = 2;
-
-/// Last recorded read (dependency touch and `credentials_read` event) per (connection,
-/// workflow), and the writes recording them.
-pub struct ReadLog {
-    seen: Mutex<HashMap<(String, String), Instant>>,
-    writers: Arc<tokio::sync::Semaphore>,
-}
-
-impl Default for ReadLog {
-    fn default() -> Self {
-        Self {
-            seen: Mutex::default(),
-            writers: Arc::new(tokio::sync::Semaphore::new(READ_RECORDS_AT_ONCE)),
-        }
-    }
-}
-
-impl ReadLog {
-    fn due(&self, connection_id: &str, workflow: &str) -> bool {
-        let mut seen = self.seen.lock().expect("read log lock");
-        if seen.len() > 50_000 {
-            seen.retain(|_, at| at.elapsed() < READ_EVENT_INTERVAL);
-        }
-        let key = (connection_id.to_owned(), workflow.to_owned());
-        match seen.get(&key) {
-            Some(at) if at.elapsed() < READ_EVENT_INTERVAL => false,
-            _ => {
-                seen.insert(key, Instant::now());
-                true
-            }
-        }
-    }
-}
 
 /// A token served: the connection it came from (the caller's org's, or GLOBAL's) and
 /// the access token itself.

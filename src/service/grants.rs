@@ -7,8 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::Broker;
 use crate::domain::{
-    Connection, ConnectionName, ConnectionStatus, EventKind, FlowType, NewEvent, OrgId,
-    SecretWrite, SecretWrites,
+    Connection, ConnectionStatus, EventKind, FlowType, NewEvent, SecretWrite, SecretWrites,
 };
 use crate::oauth::{ProviderError, TokenSet};
 use crate::store::StoreError;
@@ -355,38 +354,4 @@ pub async fn test(
             tested_at: now,
         },
     ))
-}
-
-/// A forced refresh of connection `name` (`POST /connections/{name}/refresh`).
-pub async fn force_refresh(
-    broker: &Broker,
-    org: &OrgId,
-    name: &ConnectionName,
-    actor: &str,
-) -> super::Result<Connection> {
-    let conn = super::connections::get(broker, org, name).await?;
-    if !conn.renewable() {
-        return Err(super::Error::Conflict(
-            "the connection has no grant to refresh: authorize it (or import a refresh token) first".into(),
-        ));
-    }
-    match acquire(broker, &conn, actor, EventKind::Refreshed).await {
-        Ok(conn) => Ok(conn),
-        Err(GrantError::Provider(e)) => Err(super::Error::Provider(format!(
-            "the provider refused the refresh: {e}"
-        ))),
-        Err(GrantError::Store(e)) => Err(e.into()),
-    }
-}
-
-/// `POST /connections/{name}/test`: obtains a token if needed, then calls `test_url`.
-pub async fn test_connection(
-    broker: &Broker,
-    org: &OrgId,
-    name: &ConnectionName,
-    actor: &str,
-) -> super::Result<TestOutcome> {
-    let conn = super::connections::get(broker, org, name).await?;
-    let (_, outcome) = test(broker, &conn, actor, None).await?;
-    Ok(outcome)
 }

@@ -5,9 +5,11 @@
 
 pub mod authorization;
 pub mod connections;
+mod context;
 pub mod credentials;
 mod error;
 pub mod grants;
+mod in_process;
 pub mod keys;
 pub mod obo;
 pub mod refresh;
@@ -15,62 +17,7 @@ pub mod refresher;
 mod single_flight;
 pub mod workflows;
 
-use std::sync::Arc;
-
-use crate::clock::DynClock;
-use crate::config::Settings;
-use crate::oauth::{Outbound, OutboundConfig, ProviderClient};
-use crate::store::DynStore;
-
+pub use context::Broker;
 pub use error::{Error, NoToken, OboFailure, Result};
+pub use in_process::{FlightOutcome, OboToken};
 pub use single_flight::SingleFlight;
-
-/// Everything a service call needs: the store, the clock, the settings, the provider
-/// client, and the in-process state that makes one replica behave (single flights,
-/// caches, the refresher's run). One per process, shared by the HTTP workers, the
-/// refresher and the command line.
-pub struct Broker {
-    pub store: DynStore,
-    pub clock: DynClock,
-    pub settings: Settings,
-    /// Base of `redirect_uri` and links, without a trailing slash.
-    pub public_base: String,
-    /// This process, as a lease owner.
-    pub replica_id: String,
-    pub provider: ProviderClient,
-    /// Connection refreshes in flight in this process, one per connection.
-    pub(crate) refreshes: SingleFlight<refresh::FlightOutcome>,
-    /// On-behalf-of exchanges: JWKS, the token cache, session refreshes.
-    pub(crate) obo: obo::OboCaches,
-    /// Which credentials reads were recorded lately, and the writes recording them.
-    pub(crate) reads: credentials::ReadLog,
-    pub refresher: refresher::Refresher,
-}
-
-impl Broker {
-    pub fn new(
-        store: DynStore,
-        clock: DynClock,
-        settings: Settings,
-        public_base: String,
-    ) -> Arc<Self> {
-        let outbound = Arc::new(Outbound::new(OutboundConfig::from_settings(&settings)));
-        Arc::new(Self {
-            store,
-            clock,
-            public_base,
-            replica_id: uuid::Uuid::new_v4().simple().to_string(),
-            provider: ProviderClient::new(outbound.clone()),
-            refreshes: SingleFlight::default(),
-            obo: obo::OboCaches::new(outbound),
-            reads: credentials::ReadLog::default(),
-            refresher: refresher::Refresher::default(),
-            settings,
-        })
-    }
-
-    /// The absolute callback URL of a connection.
-    pub fn redirect_uri(&self, connection_name: &str) -> String {
-        format!("{}/api/oauth/callback/{connection_name}", self.public_base)
-    }
-}

@@ -8,47 +8,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::in_process::{OboToken, SessionOutcome};
 use super::refresh::with_lease;
-use super::{Broker, Error, NoToken, OboFailure, Result, SingleFlight};
+use super::{Broker, Error, NoToken, OboFailure, Result};
 use crate::crypto::sha256_hex;
 use crate::domain::{
     AssertionRules, Caller, Connection, ConnectionName, ConnectionStatus, EventKind, FieldErrors,
     FlowType, NewEvent, OboGrant, OboSession, OrgId, Scopes, SecretWrite, SecretWrites,
 };
-use crate::oauth::{JwksCache, OboError, OboExchange, Outbound, ProviderError, TokenSet};
+use crate::oauth::{OboError, OboExchange, ProviderError, TokenSet};
 use crate::store::Leased;
 
 /// Cached tokens are served until this long before they expire.
 pub const CACHE_MARGIN_MINUTES: i64 = 5;
-const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
-
-/// A downstream token from an exchange.
-pub struct OboToken {
-    pub access_token: SecretString,
-    pub token_type: String,
-    pub expires_at: DateTime<Utc>,
-    pub scopes: Vec<String>,
-}
-
-pub type SessionOutcome = std::result::Result<Arc<OboSession>, NoToken>;
-
-/// What on-behalf-of keeps in memory: the issuers' keys, the exchanged tokens, and the
-/// session refreshes in flight.
-pub struct OboCaches {
-    jwks: JwksCache,
-    tokens: moka::future::Cache<String, Arc<OboToken>>,
-    sessions: SingleFlight<SessionOutcome>,
-}
-
-impl OboCaches {
-    pub fn new(outbound: Arc<Outbound>) -> Self {
-        Self {
-            jwks: JwksCache::new(outbound),
-            tokens: moka::future::Cache::new(DEFAULT_CACHE_CAPACITY),
-            sessions: SingleFlight::default(),
-        }
-    }
-}
 
 /// The connection's OBO settings.
 struct OboConfig {

@@ -10,8 +10,8 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, Utc};
 
 use super::grants::{self, GrantError};
-use super::{Broker, NoToken};
-use crate::domain::{Connection, ConnectionStatus, EventKind};
+use super::{Broker, FlightOutcome, NoToken};
+use crate::domain::{Connection, ConnectionName, ConnectionStatus, EventKind, OrgId};
 use crate::store::Leased;
 
 /// How long a lease protects a refresh: longer than the provider call can take.
@@ -21,8 +21,6 @@ pub const WAIT_FOR_OTHER_REPLICA: StdDuration = StdDuration::from_secs(15);
 const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
 
 pub type Outcome = Result<Arc<Connection>, NoToken>;
-/// A refresh's result, and whether this refresh is the one that called the provider.
-pub type FlightOutcome = Result<(Arc<Connection>, bool), NoToken>;
 
 fn unavailable(conn: &Connection) -> NoToken {
     NoToken::Status {
@@ -244,5 +242,27 @@ async fn refresh_holding_lease(
             message: Some(e.to_string()),
         }),
         Err(GrantError::Store(e)) => Err(internal(e)),
+    }
+}
+
+/// A forced refresh of connection `name` (`POST /connections/{name}/refresh`).
+pub async fn force_refresh(
+    broker: &Broker,
+    org: &OrgId,
+    name: &ConnectionName,
+    actor: &str,
+) -> super::Result<Connection> {
+    let conn = super::connections::get(broker, org, name).await?;
+    if !conn.renewable() {
+        return Err(super::Error::Conflict(
+            "the connection has no grant to refresh: authorize it (or import a refresh token) first".into(),
+        ));
+    }
+    match grants::acquire(broker, &conn, actor, EventKind::Refreshed).await {
+        Ok(conn) => Ok(conn),
+        Err(GrantError::Provider(e)) => Err(super::Error::Provider(format!(
+            "the provider refused the refresh: {e}"
+        ))),
+        Err(GrantError::Store(e)) => Err(e.into()),
     }
 }

@@ -10,8 +10,7 @@
 //! silent for `SILENT_AFTER` is finished as interrupted (`finish_interrupted`, before
 //! each run and whenever the status is read). Its leases lapse by themselves.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -35,44 +34,18 @@ const SILENT_AFTER: Duration = Duration::seconds(30);
 const INTERRUPTED: &str = "interrupted: the process running this run stopped before it \
                            finished; connections it did not reach are refreshed by a later run";
 
-#[derive(Default)]
-pub struct Refresher {
-    running: AtomicBool,
-    current: Mutex<Option<RefreshRun>>,
-    schedule: Mutex<Option<(JobScheduler, uuid::Uuid)>>,
-}
-
 /// Holds the "a run is in progress" flag of this process; clears it when dropped.
 pub struct RunGuard(Arc<Broker>);
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        let refresher = &self.0.refresher;
-        *refresher.current.lock().expect("refresher lock") = None;
-        refresher.running.store(false, Ordering::SeqCst);
+        self.0.refresher.end();
     }
 }
 
 /// `None` when a run is already in progress in this process.
 pub fn try_begin(broker: &Arc<Broker>) -> Option<RunGuard> {
-    broker
-        .refresher
-        .running
-        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-        .ok()
-        .map(|_| RunGuard(broker.clone()))
-}
-
-impl Refresher {
-    pub fn current(&self) -> Option<RefreshRun> {
-        self.current.lock().expect("refresher lock").clone()
-    }
-
-    pub async fn next_run_at(&self) -> Option<DateTime<Utc>> {
-        let schedule = self.schedule.lock().expect("refresher lock").clone();
-        let (mut scheduler, id) = schedule?;
-        scheduler.next_tick_for_job(id).await.ok().flatten()
-    }
+    broker.refresher.begin().then(|| RunGuard(broker.clone()))
 }
 
 /// Starts a run if none is in progress here; `None` if one is.
@@ -101,7 +74,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
     if let Err(e) = broker.store.insert_refresh_run(&run).await {
         tracing::error!(error = %e, "could not record the start of a refresher run");
     }
-    *broker.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+    broker.refresher.show(&run);
     let _heartbeat = Heartbeat::start(broker.clone(), run.id.clone());
     if let Err(e) = broker.store.purge_expired_pending(started).await {
         tracing::warn!(error = %e, "could not purge expired pending authorizations");
@@ -153,7 +126,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
                 }
             }
         }
-        *broker.refresher.current.lock().expect("refresher lock") = Some(run.clone());
+        broker.refresher.show(&run);
     }
     refresh_sessions(broker, &mut run, started, threshold, concurrency).await;
     // Keep expired and revoked sessions a day, so their owners see 410 rather than 404.
@@ -322,7 +295,7 @@ pub async fn schedule(
     })?;
     let id = scheduler.add(job).await?;
     scheduler.start().await?;
-    *broker.refresher.schedule.lock().expect("refresher lock") = Some((scheduler.clone(), id));
+    broker.refresher.scheduled(scheduler.clone(), id);
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         run(broker, "startup").await;

@@ -707,7 +707,10 @@ on_both_backends! {
         let idp = Idp::start().await;
         Mock::given(method("POST"))
             .and(path("/token"))
-            .respond_with(NumberedTokens::new("burst", 3600).delayed(std::time::Duration::from_millis(500)))
+            // Long enough for all twenty to arrive during the exchange, well under the
+            // tests' 700 ms provider timeout even on a loaded machine (a timeout would
+            // retry and issue a second token).
+            .respond_with(NumberedTokens::new("burst", 3600).delayed(std::time::Duration::from_millis(250)))
             .mount(&idp.provider)
             .await;
         idp.connect(&app, None, CONNECTION, "jwt_bearer").await;

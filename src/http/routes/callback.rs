@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::http::error::ApiError;
-use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::authorization::{self, CallbackOutcome, CallbackParams};
 
 /// The page's only style, inline. Its hash is in `CALLBACK_CSP`: change both together
@@ -61,11 +61,11 @@ impl From<CallbackQuery> for CallbackParams {
 )]
 #[get("/callback/{name}")]
 pub async fn callback_get(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     name: web::Path<String>,
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = authorization::callback(&state.broker, &name, query.into_inner().into()).await?;
+    let outcome = authorization::callback(&broker, &name, query.into_inner().into()).await?;
     Ok(render(&outcome))
 }
 
@@ -82,11 +82,11 @@ pub async fn callback_get(
 )]
 #[post("/callback/{name}")]
 pub async fn callback_post(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     name: web::Path<String>,
     form: web::Form<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = authorization::callback(&state.broker, &name, form.into_inner().into()).await?;
+    let outcome = authorization::callback(&broker, &name, form.into_inner().into()).await?;
     Ok(render(&outcome))
 }
 

@@ -19,7 +19,6 @@ use crate::domain::{
 use crate::http::auth::Org;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{JsonBody, OrgHeader, QueryParams, parse_name};
-use crate::http::state::AppState;
 use crate::service::Broker;
 use crate::service::connections::{self as service, CreateInput, PatchInput};
 
@@ -455,17 +454,17 @@ fn listed_orgs(caller: &Caller, org: &OrgId, include_global: bool) -> Vec<OrgId>
 )]
 #[get("/connections")]
 pub async fn list(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let orgs = listed_orgs(&caller, &org, query.include_global.unwrap_or(true));
-    let connections: Vec<ConnectionView> = service::list(&state.broker, &orgs)
+    let connections: Vec<ConnectionView> = service::list(&broker, &orgs)
         .await?
         .iter()
-        .map(|c| ConnectionView::new(c, &state.broker))
+        .map(|c| ConnectionView::new(c, &broker))
         .collect();
     Ok(HttpResponse::Ok().json(ConnectionList {
         count: connections.len(),
@@ -490,14 +489,14 @@ pub async fn list(
 )]
 #[post("/connections")]
 pub async fn create(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     JsonBody(body): JsonBody<CreateConnectionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
-    let conn = service::create(&state.broker, &org, body.into_input()?, &caller.name).await?;
-    Ok(HttpResponse::Created().json(ConnectionView::new(&conn, &state.broker)))
+    let conn = service::create(&broker, &org, body.into_input()?, &caller.name).await?;
+    Ok(HttpResponse::Created().json(ConnectionView::new(&conn, &broker)))
 }
 
 #[utoipa::path(
@@ -515,15 +514,15 @@ pub async fn create(
 )]
 #[get("/connections/{name}")]
 pub async fn get(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let conn = service::get(&state.broker, &org, &name).await?;
-    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state.broker)))
+    let conn = service::get(&broker, &org, &name).await?;
+    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &broker)))
 }
 
 #[utoipa::path(
@@ -544,7 +543,7 @@ pub async fn get(
 )]
 #[patch("/connections/{name}")]
 pub async fn patch(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
@@ -588,8 +587,8 @@ pub async fn patch(
         obo_grant: body.obo_grant,
         assertion_validation: body.assertion_validation.map(Into::into),
     };
-    let conn = service::update(&state.broker, &org, &name, input, &caller.name).await?;
-    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state.broker)))
+    let conn = service::update(&broker, &org, &name, input, &caller.name).await?;
+    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &broker)))
 }
 
 #[utoipa::path(
@@ -608,7 +607,7 @@ pub async fn patch(
 )]
 #[delete("/connections/{name}")]
 pub async fn delete(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
@@ -617,7 +616,7 @@ pub async fn delete(
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
     service::delete(
-        &state.broker,
+        &broker,
         &org,
         &name,
         query.confirm_disable_workflows.unwrap_or(false),
@@ -642,7 +641,7 @@ pub async fn delete(
 )]
 #[get("/connections/{name}/events")]
 pub async fn events(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
@@ -654,7 +653,7 @@ pub async fn events(
     if !(1..=500).contains(&limit) {
         return Err(FieldErrors::single("limit", "must be between 1 and 500").into());
     }
-    let events = service::events(&state.broker, &org, &name, limit).await?;
+    let events = service::events(&broker, &org, &name, limit).await?;
     Ok(HttpResponse::Ok().json(EventList {
         events: events.into_iter().map(EventView::from).collect(),
     }))

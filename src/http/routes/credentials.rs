@@ -11,7 +11,7 @@ use crate::domain::{Caller, Connection, FieldErrors, WorkflowId};
 use crate::http::auth::Org;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{OrgHeader, QueryParams, parse_name};
-use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::credentials;
 
 pub const WORKFLOW_HEADER: &str = "x-workflow-id";
@@ -99,7 +99,7 @@ impl Credentials {
 )]
 #[get("/credentials/{name}")]
 pub async fn get_credentials(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     req: HttpRequest,
     caller: Caller,
     Org(org): Org,
@@ -124,7 +124,7 @@ pub async fn get_credentials(
         ),
     };
     let served = credentials::read(
-        &state.broker,
+        &broker,
         &org,
         &name,
         Duration::seconds(min_valid_for),

@@ -13,8 +13,8 @@ use crate::http::error::{ApiError, Problem};
 use crate::http::extract::JsonBody;
 use crate::http::extract::{OrgHeader, parse_name};
 use crate::http::routes::connections::ConnectionView;
-use crate::http::state::AppState;
-use crate::service::{authorization, grants};
+use crate::service::Broker;
+use crate::service::{authorization, connections, refresh as refreshes};
 
 #[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +65,7 @@ pub struct TestResponse {
 )]
 #[post("/connections/{name}/authorize")]
 pub async fn authorize(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
@@ -73,8 +73,7 @@ pub async fn authorize(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let started =
-        authorization::start(&state.broker, &org, &name, body.return_to, &caller.name).await?;
+    let started = authorization::start(&broker, &org, &name, body.return_to, &caller.name).await?;
     Ok(HttpResponse::Ok().json(AuthorizeResponse {
         authorization_url: started.authorization_url,
         state: started.state.expose_secret().to_owned(),
@@ -97,14 +96,14 @@ pub async fn authorize(
 )]
 #[post("/connections/{name}/test")]
 pub async fn test(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let outcome = grants::test_connection(&state.broker, &org, &name, &caller.name).await?;
+    let outcome = connections::test_connection(&broker, &org, &name, &caller.name).await?;
     Ok(HttpResponse::Ok().json(TestResponse {
         test_result: if outcome.success {
             TestResult::Success
@@ -133,13 +132,13 @@ pub async fn test(
 )]
 #[post("/connections/{name}/refresh")]
 pub async fn refresh(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let conn = grants::force_refresh(&state.broker, &org, &name, &caller.name).await?;
-    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &state.broker)))
+    let conn = refreshes::force_refresh(&broker, &org, &name, &caller.name).await?;
+    Ok(HttpResponse::Ok().json(ConnectionView::new(&conn, &broker)))
 }

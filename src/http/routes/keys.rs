@@ -11,9 +11,10 @@ use crate::domain::ApiKey;
 use crate::domain::Caller;
 use crate::domain::FieldErrors;
 use crate::domain::{OrgScope, Role};
+use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::JsonBody;
-use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::keys as service;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -86,7 +87,7 @@ pub struct KeyList {
 )]
 #[post("/keys")]
 pub async fn create(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -102,12 +103,12 @@ pub async fn create(
     let scope = errors.take("org_id", OrgScope::parse(&body.org_id));
     errors.finish()?;
     let (record, key) = service::create(
-        &state.broker.store,
+        &broker.store,
         name.expect("checked"),
         body.role,
         scope.expect("checked"),
         &caller.name,
-        state.broker.clock.now(),
+        broker.clock.now(),
     )
     .await?;
     tracing::info!(key = %record.name, role = %record.role, org = record.org_scope.as_str(), by = %caller.name, "api key created");
@@ -133,9 +134,9 @@ pub async fn create(
     security(("api_key" = []))
 )]
 #[get("/keys")]
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list(broker: web::Data<Broker>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    let keys = service::list(&state.broker).await?;
+    let keys = service::list(&broker).await?;
     Ok(HttpResponse::Ok().json(KeyList {
         keys: keys.into_iter().map(ApiKeyView::from).collect(),
     }))
@@ -154,13 +155,14 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 )]
 #[delete("/keys/{id}")]
 pub async fn revoke(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
+    auth: web::Data<Authenticator>,
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    service::revoke(&state.broker, &id).await?;
-    state.keys.clear();
+    service::revoke(&broker, &id).await?;
+    auth.keys.clear();
     tracing::info!(key_id = %id, by = %caller.name, "api key revoked");
     Ok(HttpResponse::NoContent().finish())
 }

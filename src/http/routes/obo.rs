@@ -17,7 +17,7 @@ use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::extract::{OrgHeader, parse_name};
 use crate::http::routes::credentials::Credentials;
-use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::obo;
 
 const MAX_ASSERTION: usize = 16 * 1024;
@@ -74,7 +74,7 @@ pub struct OboCredentials {
 )]
 #[post("/credentials/{name}/on-behalf-of")]
 pub async fn exchange(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     name: web::Path<String>,
@@ -84,7 +84,7 @@ pub async fn exchange(
     let name = parse_name(&name)?;
     check_assertion_size(&body.assertion)?;
     let done = obo::exchange(
-        &state.broker,
+        &broker,
         &org,
         &name,
         body.assertion,
@@ -210,7 +210,7 @@ fn parse_session_id(raw: &str) -> Result<String, ApiError> {
 )]
 #[post("/obo-sessions")]
 pub async fn create_session(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     JsonBody(body): JsonBody<CreateSession>,
@@ -220,7 +220,7 @@ pub async fn create_session(
         .map_err(|e| FieldErrors::single("connection_name", e.0))?;
     check_assertion_size(&body.assertion)?;
     let session = obo::create_session(
-        &state.broker,
+        &broker,
         &caller,
         &org,
         &name,
@@ -249,7 +249,7 @@ pub async fn create_session(
 )]
 #[get("/obo-sessions")]
 pub async fn list_sessions(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     QueryParams(query): QueryParams<SessionQuery>,
@@ -260,8 +260,8 @@ pub async fn list_sessions(
         .as_deref()
         .map(parse_name)
         .transpose()?;
-    let now = state.broker.clock.now();
-    let sessions = obo::list_sessions(&state.broker, &caller, &org, name.as_ref())
+    let now = broker.clock.now();
+    let sessions = obo::list_sessions(&broker, &caller, &org, name.as_ref())
         .await?
         .into_iter()
         .map(|s| SessionView::new(s, now))
@@ -285,15 +285,14 @@ pub async fn list_sessions(
 )]
 #[get("/obo-sessions/{id}/credentials")]
 pub async fn session_credentials(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_org(&org)?;
     let id = parse_session_id(&id)?;
-    let (session, served_by, token) =
-        obo::session_credentials(&state.broker, &caller, &org, &id).await?;
+    let (session, served_by, token) = obo::session_credentials(&broker, &caller, &org, &id).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(Credentials::new(
@@ -321,13 +320,13 @@ pub async fn session_credentials(
 )]
 #[delete("/obo-sessions/{id}")]
 pub async fn revoke_session(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_org(&org)?;
     let id = parse_session_id(&id)?;
-    obo::revoke_session(&state.broker, &caller, &org, &id).await?;
+    obo::revoke_session(&broker, &caller, &org, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -5,7 +5,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::http::error::{ApiError, Problem};
-use crate::http::state::AppState;
+use crate::http::metrics::Metrics;
+use crate::service::Broker;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -27,8 +28,8 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.broker.store.ping().await {
+pub async fn readyz(broker: web::Data<Broker>) -> Result<HttpResponse, ApiError> {
+    match broker.store.ping().await {
         Ok(()) => Ok(HttpResponse::Ok().json(Health {
             status: "ready".into(),
         })),
@@ -42,8 +43,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text format")))]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(metrics.render())
 }

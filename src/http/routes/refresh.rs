@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::domain::Caller;
 use crate::domain::{RefreshRun, RunError};
 use crate::http::error::{ApiError, Problem};
-use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::refresher;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,9 +62,9 @@ pub struct RunStarted {
     security(("api_key" = []))
 )]
 #[get("/refresh/status")]
-pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn status(broker: web::Data<Broker>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    let status = refresher::status(&state.broker).await?;
+    let status = refresher::status(&broker).await?;
     Ok(HttpResponse::Ok().json(RefreshStatus {
         last_run: status.last_run.map(Run::from),
         running: status.running.map(Run::from),
@@ -83,9 +83,9 @@ pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
     security(("api_key" = []))
 )]
 #[post("/refresh/run")]
-pub async fn run(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn run(broker: web::Data<Broker>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    let Some(guard) = refresher::try_begin(&state.broker) else {
+    let Some(guard) = refresher::try_begin(&broker) else {
         return Err(ApiError::Busy {
             status: actix_web::http::StatusCode::CONFLICT,
             detail: "a refresher run is in progress".into(),

@@ -16,7 +16,7 @@ use crate::http::auth::Org;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::JsonBody;
 use crate::http::extract::{OrgHeader, parse_name};
-use crate::http::state::AppState;
+use crate::service::Broker;
 use crate::service::workflows as service;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -110,7 +110,7 @@ fn parse_workflow(raw: &str) -> Result<WorkflowId, ApiError> {
 )]
 #[post("/workflows/{workflow_id}/dependencies")]
 pub async fn register(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     workflow_id: web::Path<String>,
@@ -120,8 +120,7 @@ pub async fn register(
     let workflow = parse_workflow(&workflow_id)?;
     let name = ConnectionName::parse(&body.connection_name)
         .map_err(|e| FieldErrors::single("connection_name", e.0))?;
-    let dependency =
-        service::register(&state.broker, &org, &workflow, name, body.workflow_name).await?;
+    let dependency = service::register(&broker, &org, &workflow, name, body.workflow_name).await?;
     Ok(HttpResponse::Created().json(DependencyView::from(dependency)))
 }
 
@@ -139,14 +138,14 @@ pub async fn register(
 )]
 #[get("/workflows/{workflow_id}/dependencies")]
 pub async fn list(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     workflow_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let workflow = parse_workflow(&workflow_id)?;
-    let deps = service::list(&state.broker, &org, &workflow).await?;
+    let deps = service::list(&broker, &org, &workflow).await?;
     Ok(HttpResponse::Ok().json(DependencyList {
         workflow_id: workflow.to_string(),
         connections: deps.into_iter().map(DependencyView::from).collect(),
@@ -168,7 +167,7 @@ pub async fn list(
 )]
 #[delete("/workflows/{workflow_id}/dependencies/{connection_name}")]
 pub async fn remove(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     path: web::Path<(String, String)>,
@@ -177,7 +176,7 @@ pub async fn remove(
     let (workflow_id, name) = path.into_inner();
     let workflow = parse_workflow(&workflow_id)?;
     let name = parse_name(&name)?;
-    service::remove(&state.broker, &org, &workflow, &name).await?;
+    service::remove(&broker, &org, &workflow, &name).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -194,12 +193,12 @@ pub async fn remove(
 )]
 #[get("/workflows/disabled")]
 pub async fn disabled(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
-    let workflows = service::disabled(&state.broker, &org).await?;
+    let workflows = service::disabled(&broker, &org).await?;
     Ok(HttpResponse::Ok().json(DisabledList {
         workflows: workflows
             .into_iter()
@@ -223,14 +222,14 @@ pub async fn disabled(
 )]
 #[post("/workflows/{workflow_id}/enable")]
 pub async fn enable(
-    state: web::Data<AppState>,
+    broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
     workflow_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let workflow = parse_workflow(&workflow_id)?;
-    service::enable(&state.broker, &org, &workflow).await?;
+    service::enable(&broker, &org, &workflow).await?;
     Ok(HttpResponse::Ok().json(Enabled {
         workflow_id: workflow.to_string(),
         enabled: true,
