@@ -69,10 +69,8 @@ pub fn check_config(
             }
         }
     }
-    if config.flow_type == FlowType::OnBehalfOf {
-        if config.obo_grant.is_none() {
-            errors.add("obo_grant", "is required for the on_behalf_of flow");
-        }
+    if config.flow_type == FlowType::OnBehalfOf && config.obo_grant.is_none() {
+        errors.add("obo_grant", "is required for the on_behalf_of flow");
     }
     for key in config.extra_authorization_params.keys() {
         if RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
