@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::events::insert_event;
 use super::sql::{
-    SqlStore, apply_write, commit_write, in_write_tx, on_db, to_json, unique_to_conflict,
+    SqlStore, apply_writes, commit_write, in_write_tx, on_db, to_json, unique_to_conflict,
 };
 use super::workflows::resolves_to;
 use super::{StoreError, StoreResult, from_ms, to_ms};
@@ -204,24 +204,9 @@ impl ConnectionStore for SqlStore {
         secrets: SecretWrites,
         events: Vec<NewEvent>,
     ) -> StoreResult<Connection> {
-        let client_secret = apply_write(
-            &self.keyring,
-            &conn.sealed.client_secret,
-            &secrets.client_secret,
-            conn.aad(fields::CLIENT_SECRET),
-        );
-        let access_token = apply_write(
-            &self.keyring,
-            &conn.sealed.access_token,
-            &secrets.access_token,
-            conn.aad(fields::ACCESS_TOKEN),
-        );
-        let refresh_token = apply_write(
-            &self.keyring,
-            &conn.sealed.refresh_token,
-            &secrets.refresh_token,
-            conn.aad(fields::REFRESH_TOKEN),
-        );
+        let sealed = apply_writes(&self.keyring, &conn.sealed, &secrets, |field| {
+            conn.aad(field)
+        });
         let c = &conn.config;
         let row: ConnectionRow = in_write_tx!(self, |tx| {
             let row: Option<ConnectionRow> = sqlx::query_as(concat!(
@@ -240,7 +225,7 @@ impl ConnectionStore for SqlStore {
             .bind(conn.version)
             .bind(c.flow_type.as_str())
             .bind(&c.client_id)
-            .bind(client_secret)
+            .bind(&sealed.client_secret)
             .bind(&c.authorization_url)
             .bind(&c.token_url)
             .bind(to_json(&c.scopes))
@@ -251,8 +236,8 @@ impl ConnectionStore for SqlStore {
             .bind(OboColumn::of(c))
             .bind(conn.status.as_str())
             .bind(&conn.status_message)
-            .bind(access_token)
-            .bind(refresh_token)
+            .bind(&sealed.access_token)
+            .bind(&sealed.refresh_token)
             .bind(&conn.token_type)
             .bind(conn.token_expires_at.map(to_ms))
             .bind(conn.token_scopes.as_ref().map(to_json))

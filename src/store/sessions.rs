@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::sql::{SqlStore, apply_write, on_db, to_json};
+use super::sql::{SqlStore, apply_writes, on_db, to_json};
 use super::{StoreError, StoreResult, from_ms, to_ms};
 use crate::domain::{ConnectionName, OboSession, OrgId, Sealed, SecretWrites, fields};
 
@@ -134,18 +134,10 @@ impl SessionStore for SqlStore {
         session: &OboSession,
         secrets: SecretWrites,
     ) -> StoreResult<OboSession> {
-        let access = apply_write(
-            &self.keyring,
-            &session.sealed.access_token,
-            &secrets.access_token,
-            session.aad(fields::ACCESS_TOKEN),
-        );
-        let refresh = apply_write(
-            &self.keyring,
-            &session.sealed.refresh_token,
-            &secrets.refresh_token,
-            session.aad(fields::REFRESH_TOKEN),
-        );
+        // A session has no client secret: only the tokens below are stored.
+        let sealed = apply_writes(&self.keyring, &session.sealed, &secrets, |field| {
+            session.aad(field)
+        });
         let row: Option<SessionRow> = on_db!(self, |pool| {
             sqlx::query_as(concat!(
                 "update obo_sessions set refresh_token_sealed = $3, access_token_sealed = $4, \
@@ -156,8 +148,8 @@ impl SessionStore for SqlStore {
             ))
             .bind(&session.id)
             .bind(session.version)
-            .bind(refresh)
-            .bind(access)
+            .bind(&sealed.refresh_token)
+            .bind(&sealed.access_token)
             .bind(&session.token_type)
             .bind(session.token_expires_at.map(to_ms))
             .bind(&session.status)

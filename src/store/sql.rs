@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use super::lookups::Lookups;
 use super::{AnyPool, Backend, Store, StoreError};
 use crate::crypto::{Aad, Keyring, OpenError};
-use crate::domain::{SealedError, SecretWrite};
+use crate::domain::{Sealed, SealedError, SecretWrite, SecretWrites, fields};
 
 /// A pool and the keyring that seals what goes into it. Each capability trait is
 /// implemented for it in its aggregate's file.
@@ -161,17 +161,35 @@ pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("maps and lists of strings always serialize")
 }
 
-/// Seals a write for one column, given what is stored now.
-pub(super) fn apply_write(
+/// The sealed values once `writes` are applied to what is stored now (`current`), new
+/// ones sealed under `aad`, which binds a field to its row.
+pub(super) fn apply_writes<'a>(
     keyring: &Keyring,
-    current: &Option<String>,
-    write: &SecretWrite,
-    aad: Aad<'_>,
-) -> Option<String> {
-    match write {
+    current: &Sealed,
+    writes: &SecretWrites,
+    aad: impl Fn(&'static str) -> Aad<'a>,
+) -> Sealed {
+    let apply = |current: &Option<String>, write: &SecretWrite, field| match write {
         SecretWrite::Keep => current.clone(),
         SecretWrite::Clear => None,
-        SecretWrite::Set(secret) => Some(keyring.seal(secret.expose_secret(), aad)),
+        SecretWrite::Set(secret) => Some(keyring.seal(secret.expose_secret(), aad(field))),
+    };
+    Sealed {
+        client_secret: apply(
+            &current.client_secret,
+            &writes.client_secret,
+            fields::CLIENT_SECRET,
+        ),
+        access_token: apply(
+            &current.access_token,
+            &writes.access_token,
+            fields::ACCESS_TOKEN,
+        ),
+        refresh_token: apply(
+            &current.refresh_token,
+            &writes.refresh_token,
+            fields::REFRESH_TOKEN,
+        ),
     }
 }
 
