@@ -1,32 +1,47 @@
-//! Storage: one `Store` trait, implemented for SQLite and PostgreSQL by one body of SQL
-//! (`sql.rs`), picked from the database URL's scheme at start.
+//! Storage: one `Store` trait composed of a capability trait per aggregate (one file
+//! each), implemented for SQLite and PostgreSQL by one SQL text per query (`sql.rs` says
+//! how), the database picked from the URL's scheme at start.
 //!
 //! Secrets cross this boundary in clear only as `SecretString`; they are sealed on the
 //! way in and opened on the way out with the keyring, bound to org, row and column.
 
+mod connections;
+mod credentials;
 mod database_url;
+mod events;
+mod keys;
 mod lookups;
+mod meta;
+mod pending;
 mod postgres;
+mod rotation;
+mod runs;
+mod sessions;
 mod sql;
 mod sqlite;
 mod types;
+mod workflows;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::crypto::Keyring;
-use crate::domain::{
-    ApiKey, Connection, ConnectionName, ConnectionSecrets, Dependency, DisabledWorkflow, Event,
-    NewApiKey, NewConnection, NewEvent, NewPending, OboSession, OrgId, PendingAuthorization,
-    RefreshRun, RunError, SealedError, SecretWrites,
-};
+use crate::domain::SealedError;
 
+pub use connections::ConnectionStore;
+pub use credentials::CredentialStore;
 pub use database_url::{redact_database_url, sqlite_path};
+pub use events::EventStore;
+pub use keys::KeyStore;
 pub use lookups::{Lookups, Usable};
+pub use meta::MetaStore;
+pub use pending::PendingStore;
+pub use rotation::RotationStore;
+pub use runs::RunStore;
+pub use sessions::SessionStore;
 pub use types::*;
+pub use workflows::WorkflowStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -105,203 +120,29 @@ pub enum Backend {
     Postgres,
 }
 
-/// Every read and write the service makes. Implementations seal and open secrets.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Every read and write the service makes: each capability trait in its aggregate's
+/// file, implemented once for both databases. Implementations seal and open secrets.
+///
+/// A `DynStore` reaches every capability's methods without importing its trait (a trait
+/// object has its supertraits' methods as its own); code generic over a store names the
+/// capabilities it needs (`S: ConnectionStore + KeyStore`).
+pub trait Store:
+    MetaStore
+    + ConnectionStore
+    + CredentialStore
+    + PendingStore
+    + SessionStore
+    + KeyStore
+    + WorkflowStore
+    + RunStore
+    + EventStore
+    + RotationStore
+    + Send
+    + Sync
+    + 'static
+{
     fn backend(&self) -> Backend;
     fn keyring(&self) -> &Keyring;
-
-    /// Reachable and migrated.
-    async fn ping(&self) -> StoreResult<()>;
-
-    // --- meta: the key check -------------------------------------------------------
-    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
-    /// Inserts or replaces.
-    async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
-    /// Rows holding ciphertexts (connections and pending authorizations).
-    async fn count_sealed_rows(&self) -> StoreResult<i64>;
-
-    // --- connections ---------------------------------------------------------------
-    /// Inserts the connection and its `created` event in one transaction.
-    async fn insert_connection(
-        &self,
-        new: NewConnection,
-        event: NewEvent,
-    ) -> StoreResult<Connection>;
-    async fn get_connection(
-        &self,
-        org: &OrgId,
-        name: &ConnectionName,
-    ) -> StoreResult<Option<Connection>>;
-    /// Connections of the given orgs, ordered by org then name.
-    async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>>;
-    /// Writes every mutable column of `conn` if its version is still current, applies
-    /// the secret writes and appends the events, all in one transaction. Returns the
-    /// row as stored (version incremented). `StoreError::Stale` if someone else wrote.
-    async fn save_connection(
-        &self,
-        conn: &Connection,
-        secrets: SecretWrites,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<Connection>;
-    /// Deletes the connection, its pending authorizations and dependencies; when
-    /// `disable_workflows`, records each dependent workflow as disabled; appends the
-    /// `deleted` event. One transaction.
-    async fn delete_connection(
-        &self,
-        conn: &Connection,
-        disable_workflows: bool,
-        event: NewEvent,
-    ) -> StoreResult<()>;
-    async fn get_connection_by_id(&self, id: &str) -> StoreResult<Option<Connection>>;
-
-    // --- pending authorizations ---------------------------------------------------
-    async fn insert_pending(&self, pending: NewPending) -> StoreResult<()>;
-    /// Deletes and returns the pending authorization in one statement, so a state is
-    /// used at most once however many callbacks race for it.
-    async fn take_pending(&self, state_hash: &str) -> StoreResult<Option<PendingAuthorization>>;
-    /// Removes pending authorizations that expired before `now`; returns how many.
-    async fn purge_expired_pending(&self, now: DateTime<Utc>) -> StoreResult<u64>;
-
-    /// Opens the connection's secrets.
-    fn open_secrets(&self, conn: &Connection) -> StoreResult<ConnectionSecrets> {
-        Ok(conn.open_secrets(self.keyring())?)
-    }
-
-    // --- events --------------------------------------------------------------------
-    async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
-    /// Newest first.
-    async fn list_events(&self, connection_id: &str, limit: i64) -> StoreResult<Vec<Event>>;
-
-    // --- credentials and refreshing -------------------------------------------------
-    /// The connection `name` of `org`, else of GLOBAL: one query.
-    async fn find_for_credentials(
-        &self,
-        org: &OrgId,
-        name: &ConnectionName,
-    ) -> StoreResult<Option<Connection>>;
-    /// `find_for_credentials`, answered from this process's memory when it read the same
-    /// lookup moments ago and `usable` accepts the connection it remembers (see
-    /// `lookups.rs` for exactly when).
-    async fn find_for_credentials_cached(
-        &self,
-        org: &OrgId,
-        name: &ConnectionName,
-        usable: &Usable,
-    ) -> StoreResult<Option<Arc<Connection>>>;
-    /// Takes the refresh lease of a connection if nobody holds a live one. The lease
-    /// makes one replica the only one calling the provider for this grant.
-    async fn try_lease(
-        &self,
-        what: Leased,
-        id: &str,
-        owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    async fn release_lease(&self, what: Leased, id: &str, owner: &str) -> StoreResult<()>;
-    /// A page of connections the refresher should renew, ordered by id after `after_id`.
-    async fn due_connections(
-        &self,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        after_id: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<Connection>>;
-    async fn insert_refresh_run(&self, run: &RefreshRun) -> StoreResult<()>;
-    async fn finish_refresh_run(&self, run: &RefreshRun) -> StoreResult<()>;
-    /// Records that run `id` is still going (its process is alive) at `at`.
-    async fn beat_refresh_run(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Finishes, with `error` as their only error, the unfinished runs with no sign of
-    /// life (heartbeat, or start) after `silent_since`: their process died. Each ends at
-    /// its last sign of life. Returns how many.
-    async fn finish_silent_refresh_runs(
-        &self,
-        silent_since: DateTime<Utc>,
-        error: &RunError,
-    ) -> StoreResult<u64>;
-    /// The newest finished run, and the newest unfinished run started after `since`.
-    async fn latest_refresh_runs(
-        &self,
-        since: DateTime<Utc>,
-    ) -> StoreResult<(Option<RefreshRun>, Option<RefreshRun>)>;
-
-    // --- workflows -----------------------------------------------------------------
-    /// Ids of workflows whose dependency on `name` resolves to the connection of `org`
-    /// (their own org's, or GLOBAL's when their org has none of that name), sorted.
-    async fn dependent_workflows(
-        &self,
-        org: &OrgId,
-        name: &ConnectionName,
-    ) -> StoreResult<Vec<String>>;
-    /// Registers or updates a dependency.
-    async fn upsert_dependency(&self, dep: &Dependency) -> StoreResult<()>;
-    async fn list_dependencies(
-        &self,
-        workflow_id: &str,
-        org: &OrgId,
-    ) -> StoreResult<Vec<Dependency>>;
-    async fn delete_dependency(
-        &self,
-        workflow_id: &str,
-        org: &OrgId,
-        name: &ConnectionName,
-    ) -> StoreResult<bool>;
-    async fn touch_dependency(
-        &self,
-        workflow_id: &str,
-        org: &OrgId,
-        name: &ConnectionName,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
-    async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
-    async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>>;
-    async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
-
-    // --- on-behalf-of sessions -------------------------------------------------------
-    /// Inserts a session; `session.sealed` is ignored, the tokens are sealed here.
-    async fn insert_obo_session(
-        &self,
-        session: &OboSession,
-        access_token: &SecretString,
-        refresh_token: &SecretString,
-    ) -> StoreResult<()>;
-    async fn get_obo_session(&self, id: &str) -> StoreResult<Option<OboSession>>;
-    async fn list_obo_sessions(
-        &self,
-        org: &OrgId,
-        connection_name: Option<&ConnectionName>,
-    ) -> StoreResult<Vec<OboSession>>;
-    /// Writes status, tokens and times if the version is current (`Stale` otherwise).
-    async fn save_obo_session(
-        &self,
-        session: &OboSession,
-        secrets: SecretWrites,
-    ) -> StoreResult<OboSession>;
-
-    /// Active, unexpired sessions whose token expires before `due_before`, by id after `after_id`.
-    async fn due_obo_sessions(
-        &self,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        after_id: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<OboSession>>;
-    /// Deletes sessions that expired or were revoked before `before`.
-    async fn purge_obo_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
-
-    // --- api keys ------------------------------------------------------------------
-    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
-    /// An active (not revoked) key by the SHA-256 of its secret.
-    async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
-    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
-    /// True when a key was revoked now.
-    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
-    async fn count_active_api_keys(&self) -> StoreResult<i64>;
-
-    // --- maintenance ---------------------------------------------------------------
-    /// Re-seals every ciphertext under the keyring's active key.
-    async fn rotate_keys(&self) -> StoreResult<RotationReport>;
 }
 
 /// A shared store handle.
@@ -340,7 +181,9 @@ fn pool_options<DB: sqlx::Database>(max_connections: u32) -> sqlx::pool::PoolOpt
         })
 }
 
-/// A migrated pool before a keyring is chosen.
+/// A migrated pool before a keyring is chosen; also what the store queries through
+/// (`sql::on_db!`).
+#[derive(Clone)]
 pub enum AnyPool {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
@@ -357,9 +200,6 @@ impl AnyPool {
     /// A store over this pool that seals with `keyring` (pools are shared handles) and
     /// remembers credentials lookups in `lookups` (`Lookups::off()` for none).
     pub fn store(&self, keyring: Arc<Keyring>, lookups: Arc<Lookups>) -> DynStore {
-        match self {
-            AnyPool::Sqlite(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring, lookups)),
-            AnyPool::Postgres(pool) => Arc::new(sql::SqlStore::new(pool.clone(), keyring, lookups)),
-        }
+        Arc::new(sql::SqlStore::new(self.clone(), keyring, lookups))
     }
 }

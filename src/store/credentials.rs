@@ -1,0 +1,175 @@
+//! Reading connections to hand out their tokens (the hot path, remembered by `lookups`),
+//! and the refresh leases and due pages that keep those tokens fresh.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::connections::{ConnectionRow, connection_columns};
+use super::lookups::Usable;
+use super::sql::{SqlStore, on_db};
+use super::{Leased, StoreResult, to_ms};
+use crate::domain::{Connection, ConnectionName, OrgId};
+
+/// Credentials lookups and refreshing.
+#[async_trait]
+pub trait CredentialStore {
+    /// The connection `name` of `org`, else of GLOBAL: one query.
+    async fn find_for_credentials(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+    ) -> StoreResult<Option<Connection>>;
+    /// `find_for_credentials`, answered from this process's memory when it read the same
+    /// lookup moments ago and `usable` accepts the connection it remembers (see
+    /// `lookups.rs` for exactly when).
+    async fn find_for_credentials_cached(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+        usable: &Usable,
+    ) -> StoreResult<Option<Arc<Connection>>>;
+    /// Takes the refresh lease of a connection if nobody holds a live one. The lease
+    /// makes one replica the only one calling the provider for this grant.
+    async fn try_lease(
+        &self,
+        what: Leased,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    async fn release_lease(&self, what: Leased, id: &str, owner: &str) -> StoreResult<()>;
+    /// A page of connections the refresher should renew, ordered by id after `after_id`.
+    async fn due_connections(
+        &self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        after_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<Connection>>;
+}
+
+/// Lease statements for a table: take one that is free, expired or already ours; release
+/// ours.
+macro_rules! lease_sql {
+    (take, $table:literal) => {
+        concat!(
+            "update ",
+            $table,
+            " set lease_owner = $2, lease_until = $4 \
+             where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2)"
+        )
+    };
+    (release, $table:literal) => {
+        concat!(
+            "update ",
+            $table,
+            " set lease_owner = null, lease_until = null where id = $1 and lease_owner = $2"
+        )
+    };
+}
+
+#[async_trait]
+impl CredentialStore for SqlStore {
+    async fn find_for_credentials(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+    ) -> StoreResult<Option<Connection>> {
+        // One round trip: the org's own connection sorts before GLOBAL's.
+        let row: Option<ConnectionRow> = on_db!(self, |pool| {
+            sqlx::query_as(concat!(
+                "select ",
+                connection_columns!(),
+                " from connections where name = $1 and (org_id = $2 or org_id = 'GLOBAL') \
+                 order by case when org_id = $2 then 0 else 1 end limit 1"
+            ))
+            .bind(name.as_str())
+            .bind(org.as_str())
+            .fetch_optional(pool)
+            .await
+        })?;
+        row.map(Connection::try_from).transpose()
+    }
+
+    async fn find_for_credentials_cached(
+        &self,
+        org: &OrgId,
+        name: &ConnectionName,
+        usable: &Usable,
+    ) -> StoreResult<Option<Arc<Connection>>> {
+        if let Some(known) = self.lookups.get(org.as_str(), name.as_str(), usable) {
+            return Ok(known);
+        }
+        let ticket = self.lookups.ticket();
+        let found = self.find_for_credentials(org, name).await?.map(Arc::new);
+        self.lookups
+            .remember(ticket, org.as_str(), name.as_str(), found.clone());
+        Ok(found)
+    }
+
+    async fn try_lease(
+        &self,
+        what: Leased,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let sql = match what {
+            Leased::Connection => lease_sql!(take, "connections"),
+            Leased::OboSession => lease_sql!(take, "obo_sessions"),
+        };
+        let taken = on_db!(self, |pool| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(owner)
+                .bind(to_ms(now))
+                .bind(to_ms(until))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(taken == 1)
+    }
+
+    async fn release_lease(&self, what: Leased, id: &str, owner: &str) -> StoreResult<()> {
+        let sql = match what {
+            Leased::Connection => lease_sql!(release, "connections"),
+            Leased::OboSession => lease_sql!(release, "obo_sessions"),
+        };
+        on_db!(self, |pool| {
+            sqlx::query(sql).bind(id).bind(owner).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    async fn due_connections(
+        &self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        after_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<Connection>> {
+        let rows: Vec<ConnectionRow> = on_db!(self, |pool| {
+            sqlx::query_as(concat!(
+                "select ",
+                connection_columns!(),
+                " from connections where status = 'completed' \
+                 and flow_type in ('client_credentials', 'refresh_token', 'authorization_code') \
+                 and (token_expires_at is null or token_expires_at < $1) \
+                 and (next_refresh_attempt_at is null or next_refresh_attempt_at <= $2) \
+                 and id > $3 order by id limit $4"
+            ))
+            .bind(to_ms(due_before))
+            .bind(to_ms(now))
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(Connection::try_from).collect()
+    }
+}
