@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::error::{StoreError, StoreResult};
 use super::events::insert_event;
 use super::sql::{
     SqlStore, apply_writes, commit_write, in_write_tx, on_db, to_json, unique_to_conflict,
 };
+use super::types::{from_ms, to_ms};
 use super::workflows::resolves_to;
-use super::{StoreError, StoreResult, from_ms, to_ms};
 use crate::crypto::Aad;
 use crate::domain::{
     AssertionRules, Connection, ConnectionConfig, ConnectionName, ConnectionSecrets,

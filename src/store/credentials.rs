@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::connections::{ConnectionRow, connection_columns};
+use super::error::StoreResult;
 use super::lookups::Usable;
 use super::sql::{SqlStore, on_db};
-use super::{Leased, StoreResult, to_ms};
+use super::types::{Leased, to_ms};
 use crate::domain::{Connection, ConnectionName, OrgId};
 
 /// Credentials lookups and refreshing.

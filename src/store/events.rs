@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 
+use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, in_write_tx, on_db};
-use super::{StoreError, StoreResult, from_ms};
+use super::types::from_ms;
 use crate::domain::{Event, EventKind, NewEvent};
 
 /// The audit trail.
@@ -25,7 +26,7 @@ macro_rules! insert_event {
         .bind(event.org_id.as_str())
         .bind(&event.connection_id)
         .bind(event.connection_name.as_str())
-        .bind($crate::store::to_ms(event.at))
+        .bind($crate::store::types::to_ms(event.at))
         .bind(event.kind.as_str())
         .bind(&event.actor)
         .bind(&event.detail)

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, on_db, unique_to_conflict};
-use super::{StoreError, StoreResult, from_ms, to_ms};
+use super::types::{from_ms, to_ms};
 use crate::domain::{ApiKey, NewApiKey, OrgScope, Role};
 
 /// API keys.

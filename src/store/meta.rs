@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::StoreResult;
+use super::error::StoreResult;
 use super::sql::{SqlStore, on_db};
 
 /// Reads and writes about the database itself rather than an aggregate.

@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
+use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, on_db, sealed_error};
-use super::{StoreError, StoreResult, from_ms, to_ms};
+use super::types::{from_ms, to_ms};
 use crate::crypto::Aad;
 use crate::domain::{NewPending, OrgId, PendingAuthorization, fields};
 

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 
-use super::StoreResult;
+use super::error::StoreResult;
 use super::lookups::{ANNOUNCEMENTS, Lookups};
 
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::PgPool> {
-    let pool = super::pool_options::<sqlx::Postgres>(max_connections)
+    let pool = super::connect::pool_options::<sqlx::Postgres>(max_connections)
         .connect(url)
         .await?;
     // The migrator takes an advisory lock, so replicas starting together apply each

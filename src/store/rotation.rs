@@ -3,9 +3,12 @@
 
 use async_trait::async_trait;
 
+use super::connections::ConnectionStore;
+use super::error::StoreResult;
 use super::pending::{PENDING, verifier_aad};
+use super::sessions::SessionStore;
 use super::sql::{SqlStore, on_db, sealed_error};
-use super::{ConnectionStore, RotationReport, SessionStore, StoreResult};
+use super::types::RotationReport;
 use crate::crypto::{Aad, Keyring};
 use crate::domain::{Connection, OboSession, Sealed, fields};
 

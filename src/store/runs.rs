@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::error::StoreResult;
 use super::sql::{SqlStore, on_db, to_json};
-use super::{StoreResult, from_ms, to_ms};
+use super::types::{from_ms, to_ms};
 use crate::domain::{RefreshRun, RunError};
 
 /// The refresher's runs.

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, apply_writes, on_db, to_json};
-use super::{StoreError, StoreResult, from_ms, to_ms};
+use super::types::{from_ms, to_ms};
 use crate::domain::{ConnectionName, OboSession, OrgId, Sealed, SecretWrites, fields};
 
 /// On-behalf-of sessions and their tokens.

@@ -8,10 +8,18 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 
+use super::error::StoreError;
 use super::lookups::Lookups;
-use super::{AnyPool, Backend, Store, StoreError};
 use crate::crypto::{Aad, Keyring, OpenError};
 use crate::domain::{Sealed, SealedError, SecretWrite, SecretWrites, fields};
+
+/// A migrated pool before a keyring is chosen; also what the store queries through
+/// (`sql::on_db!`).
+#[derive(Clone)]
+pub enum AnyPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
 
 /// A pool and the keyring that seals what goes into it. Each capability trait is
 /// implemented for it in its aggregate's file.
@@ -49,16 +57,6 @@ impl SqlStore {
     }
 }
 
-impl Store for SqlStore {
-    fn backend(&self) -> Backend {
-        self.db.backend()
-    }
-
-    fn keyring(&self) -> &Keyring {
-        &self.keyring
-    }
-}
-
 /// What differs between the two SQL dialects.
 pub(super) struct Dialect {
     /// Starts a transaction that will write. SQLite takes the write lock up front so a
@@ -86,8 +84,8 @@ const POSTGRES: Dialect = Dialect {
 macro_rules! on_db {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.db {
-            $crate::store::AnyPool::Sqlite($pool) => $body,
-            $crate::store::AnyPool::Postgres($pool) => $body,
+            $crate::store::sql::AnyPool::Sqlite($pool) => $body,
+            $crate::store::sql::AnyPool::Postgres($pool) => $body,
         }
     };
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-use super::StoreResult;
+use super::error::StoreResult;
 
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::SqlitePool> {
-    if let Some(path) = super::sqlite_path(url)
+    if let Some(path) = super::connect::sqlite_path(url)
         && let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -24,7 +24,7 @@ pub async fn open(url: &str, max_connections: u32) -> StoreResult<sqlx::SqlitePo
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .statement_cache_capacity(256);
-    let pool = super::pool_options::<sqlx::Sqlite>(max_connections)
+    let pool = super::connect::pool_options::<sqlx::Sqlite>(max_connections)
         .min_connections(1)
         .connect_with(options)
         .await?;

@@ -20,3 +20,17 @@ pub struct RotationReport {
     /// Ciphertexts already under the active key.
     pub current: u64,
 }
+
+/// Rows that carry a refresh lease (`lease_owner`, `lease_until`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leased {
+    Connection,
+    OboSession,
+}
+
+/// Which database backs the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}

@@ -4,9 +4,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::error::{StoreError, StoreResult};
 use super::lookups::WORKFLOWS_WRITTEN;
 use super::sql::{SqlStore, announce, on_db};
-use super::{StoreError, StoreResult, from_ms, to_ms};
+use super::types::{from_ms, to_ms};
 use crate::domain::{ConnectionName, Dependency, DisabledWorkflow, OrgId};
 
 /// Workflow dependencies and disabled workflows.
