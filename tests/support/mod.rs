@@ -1,6 +1,13 @@
 //! What the integration-test binaries share: skipping a test whose dependency is absent,
-//! and driving the real `oauth-broker` process. Each binary uses part of it.
+//! free ports, waiting for a process, and by concern in the files below: the test database
+//! (`db`), a fake token endpoint (`tokens`) and connections seeded through the
+//! library's store (`seed`).
+//! Each binary uses part of it.
 #![allow(dead_code)]
+
+pub mod db;
+pub mod seed;
+pub mod tokens;
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
