@@ -4,12 +4,11 @@
 //! credentials. Each test asserts what an operator would check afterwards: the database
 //! (leases, rows, `PRAGMA integrity_check`), the API's answers and the service's log.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -17,343 +16,44 @@ use oauth_broker::crypto::Keyring;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use sqlx::{Column, Connection, Row};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::MockServer;
 
 mod support;
 
-use support::{free_port, read, skip, terminate, wait_for_exit};
+use support::db::{Backend, TestDb};
+use support::process::{Broker, COMMAND_TIMEOUT, Server};
+use support::seed::{self, Due};
+use support::tokens::{NumberedTokens, mount_tokens};
+use support::{poll, skip};
 
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-broker");
-/// How long a command that should finish at once may take (a debug build on a busy box).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// A schedule that does not fire while a test runs (midnight on January 1st): runs start
 /// when the test asks for one.
 const NEVER: &str = "0 0 0 1 1 *";
 
-// --- the database, seen from behind the service's back ---------------------------------
-
-/// One test's database: a SQLite file, or a PostgreSQL database created for the test and
-/// dropped when it ends.
-enum TestDb {
-    Sqlite { file: PathBuf },
-    Postgres { admin: String, name: String },
+/// How these tests start the binary on `db`: `keys` is `OAUTH_BROKER_ENCRYPTION_KEYS`, or
+/// `None` for the key file beside SQLite; debug logs, a bootstrap admin key, a provider
+/// on loopback allowed, no scheduled refresher run, two HTTP workers; `settings` last.
+fn broker_on(db: &TestDb, keys: Option<&str>, settings: &[(&str, &str)]) -> Broker {
+    let admin = format!("obk_faults_admin_{}", uuid::Uuid::new_v4().simple());
+    let mut broker = Broker::new(db.view())
+        .env("RUST_LOG", "info,oauth_broker=debug")
+        .bootstrap_admin_key(&admin)
+        // The fake provider listens on loopback.
+        .env("OAUTH_BROKER_ALLOW_PRIVATE_PROVIDER_ADDRESSES", "true")
+        .env("OAUTH_BROKER_REFRESH_CRON", NEVER)
+        .env("OAUTH_BROKER_REFRESH_STARTUP_DELAY_SECONDS", "3600")
+        .env("OAUTH_BROKER_HTTP_WORKERS", "2");
+    if let Some(keys) = keys {
+        broker = broker.env("OAUTH_BROKER_ENCRYPTION_KEYS", keys);
+    }
+    for (name, value) in settings {
+        broker = broker.env(name, value);
+    }
+    broker
 }
 
-impl TestDb {
-    fn sqlite_in(dir: &Path) -> Self {
-        TestDb::Sqlite {
-            file: dir.join("broker.db"),
-        }
-    }
-
-    /// A fresh `ob_test_<random>` database, or `None` (skipped) when PostgreSQL is not there.
-    async fn postgres() -> Option<Self> {
-        let admin = std::env::var("OAUTH_BROKER_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_PG.to_owned());
-        let connect = sqlx::PgConnection::connect(&admin);
-        let mut conn = match tokio::time::timeout(Duration::from_secs(5), connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                skip(&format!("PostgreSQL not reachable at {admin}: {e}"));
-                return None;
-            }
-            Err(_) => {
-                skip(&format!("PostgreSQL not reachable at {admin}: timeout"));
-                return None;
-            }
-        };
-        let name = format!("ob_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        Some(TestDb::Postgres { admin, name })
-    }
-
-    fn url(&self) -> String {
-        match self {
-            TestDb::Sqlite { file } => format!("sqlite://{}", file.display()),
-            TestDb::Postgres { admin, name } => {
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                format!("{base}/{name}")
-            }
-        }
-    }
-
-    fn is_sqlite(&self) -> bool {
-        matches!(self, TestDb::Sqlite { .. })
-    }
-
-    /// The rows of a query, each column as text (`NULL` for null).
-    async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        if self.is_sqlite() {
-            let mut c = sqlx::SqliteConnection::connect(&self.url()).await.unwrap();
-            let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
-            rows.iter().map(render_row).collect()
-        } else {
-            let mut c = sqlx::PgConnection::connect(&self.url()).await.unwrap();
-            let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
-            rows.iter().map(render_row).collect()
-        }
-    }
-
-    /// The first column of the first row of a query, as a number.
-    async fn number(&self, sql: &str) -> i64 {
-        let rows = self.rows(sql).await;
-        rows[0][0]
-            .parse()
-            .unwrap_or_else(|_| panic!("`{sql}` is not a number: {rows:?}"))
-    }
-
-    async fn execute(&self, sql: &str) {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        if self.is_sqlite() {
-            let mut c = sqlx::SqliteConnection::connect(&self.url()).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
-        } else {
-            let mut c = sqlx::PgConnection::connect(&self.url()).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
-        }
-    }
-
-    /// SQLite's own verdict on the file: `ok`, or what is damaged.
-    async fn assert_integrity(&self) {
-        if self.is_sqlite() {
-            let verdict = self.rows("pragma integrity_check").await;
-            assert_eq!(
-                verdict,
-                vec![vec!["ok".to_owned()]],
-                "PRAGMA integrity_check"
-            );
-        }
-    }
-}
-
-/// Each test's PostgreSQL database is dropped when the test ends (pass or fail).
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let TestDb::Postgres { admin, name } = self else {
-            return;
-        };
-        let (admin, name) = (admin.clone(), name.clone());
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                let drop = format!("drop database if exists {name} with (force)");
-                sqlx::query(sqlx::AssertSqlSafe(drop))
-                    .execute(&mut conn)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
-}
-
-fn render_row<R: Row>(row: &R) -> Vec<String>
-where
-    usize: sqlx::ColumnIndex<R>,
-    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    (0..row.columns().len())
-        .map(|i| {
-            if let Ok(v) = row.try_get::<Option<String>, _>(i) {
-                v.unwrap_or_else(|| "NULL".into())
-            } else if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                v.map_or_else(|| "NULL".into(), |n| n.to_string())
-            } else {
-                format!("<{}>", row.columns()[i].name())
-            }
-        })
-        .collect()
-}
-
-// --- the binary ----------------------------------------------------------------------
-
-/// How a test starts the binary: its database, keys and admin key, settings every start
-/// shares, and a folder for what the processes print.
-struct Broker {
-    db_url: String,
-    env: Vec<(String, String)>,
-    admin: String,
-    outputs: tempfile::TempDir,
-    runs: AtomicU32,
-}
-
-/// What a finished command printed.
-struct Finished {
-    status: ExitStatus,
-    stderr: String,
-}
-
-impl Broker {
-    /// `keys` is `OAUTH_BROKER_ENCRYPTION_KEYS`, or `None` for the key file beside SQLite.
-    fn new(db: &TestDb, keys: Option<&str>, settings: &[(&str, &str)]) -> Self {
-        let admin = format!("obk_faults_admin_{}", uuid::Uuid::new_v4().simple());
-        let mut env: Vec<(String, String)> = vec![
-            ("OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY".into(), admin.clone()),
-            // The fake provider listens on loopback.
-            (
-                "OAUTH_BROKER_ALLOW_PRIVATE_PROVIDER_ADDRESSES".into(),
-                "true".into(),
-            ),
-            ("OAUTH_BROKER_REFRESH_CRON".into(), NEVER.into()),
-            (
-                "OAUTH_BROKER_REFRESH_STARTUP_DELAY_SECONDS".into(),
-                "3600".into(),
-            ),
-            ("OAUTH_BROKER_HTTP_WORKERS".into(), "2".into()),
-        ];
-        if let Some(keys) = keys {
-            env.push(("OAUTH_BROKER_ENCRYPTION_KEYS".into(), keys.into()));
-        }
-        env.extend(settings.iter().map(|(k, v)| ((*k).into(), (*v).into())));
-        Self {
-            db_url: db.url(),
-            env,
-            admin,
-            outputs: tempfile::tempdir().unwrap(),
-            runs: AtomicU32::new(0),
-        }
-    }
-
-    /// The binary with this broker's settings (`env` last, so it wins) and nothing
-    /// inherited from the test's own `OAUTH_BROKER_*` environment. Outputs go to files.
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> (Command, PathBuf) {
-        let mut cmd = Command::new(BIN);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("OAUTH_BROKER_") {
-                cmd.env_remove(name);
-            }
-        }
-        let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-        let stdout = self.outputs.path().join(format!("{run}.stdout"));
-        let stderr = self.outputs.path().join(format!("{run}.stderr"));
-        cmd.env("RUST_LOG", "info,oauth_broker=debug")
-            .env("NO_COLOR", "1")
-            .env("OAUTH_BROKER_DATABASE_URL", &self.db_url)
-            .env("OAUTH_BROKER_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(env.iter().copied())
-            .args(args)
-            .current_dir(self.outputs.path())
-            .stdin(Stdio::null())
-            .stdout(File::create(stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap());
-        (cmd, stderr)
-    }
-
-    /// Runs a command that must finish on its own.
-    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Finished {
-        let (mut cmd, stderr) = self.command(args, env);
-        let mut child = cmd.spawn().unwrap();
-        let status = wait_for_exit(&mut child, COMMAND_TIMEOUT).await;
-        let stderr = read(&stderr);
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`oauth-broker {}` did not finish; stderr:\n{stderr}",
-                args.join(" ")
-            );
-        };
-        Finished { status, stderr }
-    }
-
-    /// Starts `serve` and waits until `/readyz` answers 200.
-    async fn serve(&self, env: &[(&str, &str)]) -> Server {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut env = env.to_vec();
-        env.push(("OAUTH_BROKER_LISTEN", &listen));
-        let (mut cmd, stderr) = self.command(&["serve"], &env);
-        let mut server = Server {
-            child: cmd.spawn().unwrap(),
-            base: format!("http://{listen}"),
-            stderr,
-            admin: self.admin.clone(),
-            // A bound on every request: a hang fails the test instead of stalling it.
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        };
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!(
-                    "serve exited with {status} before it was ready; stderr:\n{}",
-                    server.stderr()
-                );
-            }
-            let ready = server.client.get(server.url("/readyz")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not answer /readyz; stderr:\n{}",
-                server.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Everything every process of this broker printed.
-    fn all_output(&self) -> String {
-        let mut all = String::new();
-        for entry in std::fs::read_dir(self.outputs.path()).unwrap() {
-            all.push_str(&read(&entry.unwrap().path()));
-        }
-        all
-    }
-
-    /// Fails (without printing the secret) when any output holds one of `secrets`.
-    fn assert_output_holds_none_of(&self, secrets: &[(&str, &str)]) {
-        let output = self.all_output();
-        for (what, secret) in secrets {
-            assert!(
-                !output.contains(secret),
-                "{what} appears in the service's output"
-            );
-        }
-    }
-}
-
-/// A running `serve`; killed if a test fails before stopping it.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: PathBuf,
-    admin: String,
-    client: reqwest::Client,
-}
-
+/// What these tests ask of the service's refresher.
 impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn stderr(&self) -> String {
-        read(&self.stderr)
-    }
-
-    /// A request with the admin key, in GLOBAL.
-    fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, self.url(path))
-            .bearer_auth(&self.admin)
-    }
-
     async fn refresh_status(&self) -> Value {
         let res = self
             .admin(Method::GET, "/api/oauth/refresh/status")
@@ -362,69 +62,6 @@ impl Server {
             .unwrap();
         assert_eq!(res.status(), 200, "GET /api/oauth/refresh/status");
         res.json().await.unwrap()
-    }
-
-    /// The service's error lines (they name causes; secrets never reach the log).
-    fn logged_errors(&self) -> String {
-        let stderr = self.stderr();
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
-        errors.join("\n")
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGKILL: no shutdown code runs, as when the machine or the OOM killer stops it.
-    async fn kill(mut self) {
-        self.child.kill().unwrap();
-        wait_for_exit(&mut self.child, COMMAND_TIMEOUT)
-            .await
-            .expect("a SIGKILLed process exits");
-    }
-
-    /// SIGTERM, then waits up to 10 s: a graceful stop exits 0 by then.
-    async fn stop(mut self) {
-        let status = terminate(&mut self.child).await;
-        let status = status.unwrap_or_else(|| {
-            panic!(
-                "serve did not stop within 10 s of SIGTERM; stderr:\n{}",
-                self.stderr()
-            )
-        });
-        assert!(
-            status.success(),
-            "SIGTERM stops serve with exit 0, got {status}; stderr:\n{}",
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Asks `probe` until it answers `Ok`, failing with `what` and its last answer after
-/// `timeout`.
-async fn poll<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not so after {timeout:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
     }
 }
 
@@ -447,56 +84,6 @@ fn random_text(len: usize) -> String {
         .collect()
 }
 
-// --- the fake provider ---------------------------------------------------------------
-
-/// A token endpoint that issues `<prefix>-1`, `<prefix>-2`, ... as access tokens, each
-/// valid for `expires_in` seconds, after `delay`.
-struct NumberedTokens {
-    prefix: String,
-    expires_in: u64,
-    delay: Duration,
-    issued: AtomicUsize,
-}
-
-impl NumberedTokens {
-    fn new(prefix: &str, expires_in: u64) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-            expires_in,
-            delay: Duration::ZERO,
-            issued: AtomicUsize::new(0),
-        }
-    }
-
-    fn delayed(mut self, delay: Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-}
-
-impl wiremock::Respond for NumberedTokens {
-    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
-        wiremock::ResponseTemplate::new(200)
-            .set_body_json(json!({
-                "access_token": format!("{}-{n}", self.prefix),
-                "token_type": "bearer",
-                "expires_in": self.expires_in,
-            }))
-            .set_delay(self.delay)
-    }
-}
-
-/// Mounts `tokens` at `POST /{route}` and returns the endpoint's URL.
-async fn mount_tokens(provider: &MockServer, route: &str, tokens: NumberedTokens) -> String {
-    Mock::given(method("POST"))
-        .and(path(format!("/{route}")))
-        .respond_with(tokens)
-        .mount(provider)
-        .await;
-    format!("{}/{route}", provider.uri())
-}
-
 // --- 1. killed in the middle of a refresher run ----------------------------------------
 
 /// Due connections seeded for the killed run: more than one batch of provider calls.
@@ -511,15 +98,8 @@ const SEEDED_ACCESS_TOKEN: &str = "seeded-access-token-93ad27";
 /// hour ago: what a refresher run renews, seeded without `count` provider calls.
 /// Returns the time of the seeding in milliseconds.
 async fn seed_due_connections(db: &TestDb, keys: &SecretString, token_url: &str) -> i64 {
-    use oauth_broker::domain::{
-        ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites,
-    };
-    use oauth_broker::domain::{
-        ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
-    };
-
     let settings = oauth_broker::config::Settings {
-        database_url: SecretString::from(db.url()),
+        database_url: SecretString::from(db.url().to_owned()),
         encryption_keys: Some(keys.clone()),
         ..oauth_broker::config::Settings::default()
     };
@@ -528,61 +108,14 @@ async fn seed_due_connections(db: &TestDb, keys: &SecretString, token_url: &str)
         .expect("the test opens and migrates the database");
     let now = Utc::now();
     let insert = async |i: i64| {
-        let org = OrgId::parse(&format!("org-{}", i % 4)).unwrap();
-        let name = ConnectionName::parse(&format!("due-{i:03}")).unwrap();
-        let config = ConnectionConfig {
-            flow_type: FlowType::ClientCredentials,
-            client_id: "client-1".into(),
-            authorization_url: None,
-            token_url: token_url.to_owned(),
-            scopes: vec!["read".into()],
-            token_auth_method: TokenAuthMethod::ClientSecretBasic,
-            extra_authorization_params: Default::default(),
-            extra_token_params: Default::default(),
-            test_url: None,
-            obo_grant: None,
-            assertion_validation: None,
+        let due = Due {
+            org: &format!("org-{}", i % 4),
+            name: &format!("due-{i:03}"),
+            token_url,
+            client_secret: SEEDED_CLIENT_SECRET,
+            access_token: SEEDED_ACCESS_TOKEN,
         };
-        let created = store
-            .insert_connection(
-                NewConnection {
-                    org_id: org.clone(),
-                    name: name.clone(),
-                    config,
-                    client_secret: Some(SecretString::from(SEEDED_CLIENT_SECRET)),
-                    refresh_token: None,
-                    created_by: "test".into(),
-                    now,
-                },
-                NewEvent {
-                    org_id: org,
-                    connection_id: String::new(),
-                    connection_name: name,
-                    at: now,
-                    kind: EventKind::Created,
-                    actor: "test".into(),
-                    detail: None,
-                },
-            )
-            .await
-            .unwrap();
-        let mut completed = created.clone();
-        completed.status = ConnectionStatus::Completed;
-        completed.token_type = Some("Bearer".into());
-        completed.token_expires_at = Some(now + chrono::Duration::hours(1));
-        completed.last_refresh_at = Some(now - chrono::Duration::hours(1));
-        let token = SecretWrite::Set(SecretString::from(SEEDED_ACCESS_TOKEN));
-        store
-            .save_connection(
-                &completed,
-                SecretWrites {
-                    access_token: token,
-                    ..SecretWrites::default()
-                },
-                Vec::new(),
-            )
-            .await
-            .unwrap();
+        seed::insert_due(&store, &due, now).await;
     };
     futures::stream::iter(0..DUE)
         .map(insert)
@@ -601,7 +134,7 @@ async fn kill_during_a_run_then_restart(db: TestDb) {
     let (_, keys) = Keyring::generate("k1");
     let seeded_at = seed_due_connections(&db, &keys, &token_url).await;
     let concurrency = CONCURRENCY.to_string();
-    let broker = Broker::new(
+    let broker = broker_on(
         &db,
         Some(keys.expose_secret()),
         &[("OAUTH_BROKER_REFRESH_CONCURRENCY", &concurrency)],
@@ -643,7 +176,7 @@ async fn kill_during_a_run_then_restart(db: TestDb) {
     // Assert: the dead process's leases lapse by themselves within LEASE_SECONDS.
     let lease_ms = oauth_broker::service::refresh::LEASE_SECONDS * 1000;
     let leases = db
-        .rows("select name, lease_until from connections where lease_until is not null")
+        .query_texts("select name, lease_until from connections where lease_until is not null")
         .await;
     assert!(
         !leases.is_empty(),
@@ -765,7 +298,7 @@ async fn kill_during_a_run_then_restart(db: TestDb) {
     assert_eq!(db.number(leased).await, 0, "no lease is left behind");
     let calls = provider.received_requests().await.unwrap_or_default().len() as i64;
     assert_eq!(calls, DUE - done_before_kill, "one provider call each");
-    server.stop().await;
+    server.stop_cleanly().await;
     db.assert_integrity().await;
     broker.assert_output_holds_none_of(&[
         ("the client secret", SEEDED_CLIENT_SECRET),
@@ -786,7 +319,7 @@ mod a_process_killed_during_a_refresher_run_strands_nothing {
 
     #[tokio::test]
     async fn postgres() {
-        if let Some(db) = TestDb::postgres().await {
+        if let Some(db) = TestDb::create(Backend::Postgres).await {
             kill_during_a_run_then_restart(db).await;
         }
     }
@@ -877,7 +410,7 @@ async fn a_full_disk_refuses_writes_clearly_keeps_serving_reads_and_recovers_wit
         Err(reason) => return skip(&format!("cannot mount a tmpfs: {reason}")),
     };
     let db = TestDb::sqlite_in(tmpfs.path());
-    let broker = Broker::new(&db, None, &[("OAUTH_BROKER_REFRESHER_ENABLED", "false")]);
+    let broker = broker_on(&db, None, &[("OAUTH_BROKER_REFRESHER_ENABLED", "false")]);
     let mut server = broker.serve(&[]).await;
     assert!(
         tmpfs.path().join("broker.key").exists(),
@@ -1062,7 +595,7 @@ async fn a_full_disk_refuses_writes_clearly_keeps_serving_reads_and_recovers_wit
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "and is there");
-    server.stop().await;
+    server.stop_cleanly().await;
     db.assert_integrity().await;
     broker.assert_output_holds_none_of(&[
         ("the client secret", &cc_secret),
@@ -1089,7 +622,7 @@ async fn keys_rotate_while_workflows_read_credentials_and_then_the_new_key_alone
     let (_, k2) = Keyring::generate("k2");
     let (k1, k2) = (k1.expose_secret().to_owned(), k2.expose_secret().to_owned());
     let both = format!("{k2},{k1}");
-    let broker = Broker::new(&db, None, &[("OAUTH_BROKER_REFRESHER_ENABLED", "false")]);
+    let broker = broker_on(&db, None, &[("OAUTH_BROKER_REFRESHER_ENABLED", "false")]);
     let provider = MockServer::start().await;
     let client_secret = random_text(32);
     let refresh_token = random_text(32);
@@ -1123,7 +656,7 @@ async fn keys_rotate_while_workflows_read_credentials_and_then_the_new_key_alone
         let created: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(created["status"], "completed", "{name} has a token: {text}");
     }
-    server.stop().await;
+    server.stop_cleanly().await;
     let sealed_under_k1 = db
         .number(
             "select count(*) from connections where client_secret_sealed like 'v1:k1:%' \
@@ -1203,7 +736,7 @@ async fn keys_rotate_while_workflows_read_credentials_and_then_the_new_key_alone
         traffic.reads(),
         server.logged_errors()
     );
-    server.stop().await;
+    server.stop_cleanly().await;
     let left_under_k1 = db
         .number(
             "select count(*) from connections where client_secret_sealed like 'v1:k1:%' \
@@ -1254,7 +787,7 @@ async fn keys_rotate_while_workflows_read_credentials_and_then_the_new_key_alone
             res.text().await.unwrap()
         );
     }
-    server.stop().await;
+    server.stop_cleanly().await;
     db.assert_integrity().await;
     broker.assert_output_holds_none_of(&[
         ("the client secret", &client_secret),
@@ -1284,7 +817,7 @@ impl Traffic {
         let (client, base, admin) = (
             server.client.clone(),
             server.base.clone(),
-            server.admin.clone(),
+            server.admin_key().to_owned(),
         );
         let (stop, reads) = (self.stop.clone(), self.reads.clone());
         tokio::spawn(async move {

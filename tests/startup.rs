@@ -2,150 +2,36 @@
 //! the commands (`migrate`, `keys create`, `rotate-keys`), the refusals to start with a
 //! missing or wrong encryption key, and a graceful stop on SIGTERM.
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
 
 use oauth_broker::crypto::{Aad, Keyring};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 mod support;
 
-use support::{free_port, read, terminate, wait_for_exit};
+use support::db::TestDb;
+use support::process::{Broker, printed_keys};
+use support::read;
 
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-broker");
-/// How long a command that should finish at once may take (a debug build on a busy box).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A data folder for the broker: `x.db` and, beside it, the key file `x.key`.
-struct Broker {
-    dir: tempfile::TempDir,
-    /// Where the outputs of the processes go (not in the data folder).
-    outputs: tempfile::TempDir,
-    runs: std::cell::Cell<u32>,
+/// The binary as an operator first runs it: on `x.db` in a data folder of its own, which
+/// is its working directory and where the key file `x.key` appears beside the database;
+/// no other setting, default logs, and started once `/healthz` answers (so that a test
+/// can ask `/readyz` itself).
+fn fresh_broker() -> Broker {
+    let db = TestDb::sqlite_named("x.db");
+    let folder = db.sqlite_dir().unwrap().to_owned();
+    Broker::new(db).working_dir(&folder).ready_at("/healthz")
 }
 
-/// What a finished command printed.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
+/// The data folder of a broker from `fresh_broker`.
 impl Broker {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            outputs: tempfile::tempdir().unwrap(),
-            runs: std::cell::Cell::new(0),
-        }
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.dir.path().join("x.db")
+    fn data_folder(&self) -> &Path {
+        self.db().sqlite_dir().expect("a SQLite data folder")
     }
 
     fn key_path(&self) -> PathBuf {
-        self.dir.path().join("x.key")
-    }
-
-    fn db_url(&self) -> String {
-        format!("sqlite://{}", self.db_path().display())
-    }
-
-    /// The binary with this broker's database and nothing inherited from the test's
-    /// own `OAUTH_BROKER_*` environment. Outputs go to files (no pipe can fill up).
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> (Command, PathBuf, PathBuf) {
-        let mut cmd = Command::new(BIN);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("OAUTH_BROKER_") {
-                cmd.env_remove(name);
-            }
-        }
-        let run = self.runs.get() + 1;
-        self.runs.set(run);
-        let stdout = self.outputs.path().join(format!("{run}.stdout"));
-        let stderr = self.outputs.path().join(format!("{run}.stderr"));
-        cmd.env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .env("OAUTH_BROKER_DATABASE_URL", self.db_url())
-            .env("OAUTH_BROKER_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .envs(env.iter().copied())
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap());
-        (cmd, stdout, stderr)
-    }
-
-    /// Runs a command that must finish on its own.
-    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Finished {
-        let (mut cmd, stdout, stderr) = self.command(args, env);
-        let mut child = cmd.spawn().unwrap();
-        let status = wait_for_exit(&mut child, COMMAND_TIMEOUT).await;
-        let stderr = read(&stderr);
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`oauth-broker {}` did not finish; stderr:\n{stderr}",
-                args.join(" ")
-            );
-        };
-        Finished {
-            status,
-            stdout: read(&stdout),
-            stderr,
-        }
-    }
-
-    /// Starts `serve` and waits until `/healthz` answers.
-    async fn serve(&self, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut env = env.to_vec();
-        env.push(("OAUTH_BROKER_LISTEN", &listen));
-        let (mut cmd, _, stderr) = self.command(&["serve"], &env);
-        let child = cmd.spawn().unwrap();
-        let mut server = Server {
-            child,
-            base: format!("http://{listen}"),
-            stderr,
-            client: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!(
-                    "serve exited with {status} before answering; stderr:\n{}",
-                    server.stderr()
-                );
-            }
-            let health = server.client.get(server.url("/healthz")).send().await;
-            if health.is_ok_and(|r| r.status() == 200) {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not answer /healthz; stderr:\n{}",
-                server.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Starts the service, gets the first admin key it prints, and stops it.
-    async fn first_start(&self) -> String {
-        let server = self.serve(&[]).await;
-        let (status, stderr) = server.stop().await;
-        assert!(status.success(), "the first start stops cleanly: {stderr}");
-        let keys = printed_keys(&stderr);
-        assert_eq!(keys.len(), 1, "one first admin key is printed: {stderr}");
-        keys[0].clone()
+        self.data_folder().join("x.key")
     }
 
     /// The key spec in the key file (`kid:base64`).
@@ -158,77 +44,28 @@ impl Broker {
             .to_owned()
     }
 
+    /// The first start, then a connection holding the client secret `s3cret-value`
+    /// stored (sealed with the generated key), and stopped again; returns the first
+    /// admin key.
+    async fn first_start_then_store_a_secret(&self) -> String {
+        let admin = self.first_start().await;
+        let server = self.serve(&[]).await;
+        let res = server
+            .request(&admin, reqwest::Method::POST, "/api/oauth/connections")
+            .json(&connection_with_secret("s3cret-value"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "a connection with a secret is stored");
+        let (status, _) = server.stop().await;
+        assert!(status.success());
+        admin
+    }
+
     /// The rows of a query on the SQLite file, every column as text.
     async fn query(&self, sql: &str) -> Vec<Vec<String>> {
-        use sqlx::Row;
-        let mut conn = sqlx::SqliteConnection::connect(&self.db_url())
-            .await
-            .unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| {
-                        r.try_get::<Option<String>, _>(i)
-                            .unwrap()
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .collect()
+        self.db().query_texts(sql).await
     }
-}
-
-/// A running `serve`; killed if a test fails before stopping it.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: PathBuf,
-    client: reqwest::Client,
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn stderr(&self) -> String {
-        read(&self.stderr)
-    }
-
-    fn request(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(key)
-    }
-
-    /// SIGTERM, then waits up to 10 s: a graceful stop exits 0 by then.
-    async fn stop(mut self) -> (ExitStatus, String) {
-        let status = terminate(&mut self.child).await;
-        let stderr = self.stderr();
-        let status = status.unwrap_or_else(|| {
-            panic!("serve did not stop within 10 s of SIGTERM; stderr:\n{stderr}")
-        });
-        (status, stderr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The API keys (`obk_...`) in a text.
-fn printed_keys(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || c == '`' || c == '"')
-        .filter(|w| w.starts_with("obk_") && w.len() > 20)
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A connection that is created without calling the provider, holding a client secret.
@@ -246,7 +83,7 @@ fn connection_with_secret(secret: &str) -> Value {
 
 #[tokio::test]
 async fn the_first_start_creates_a_private_key_file_and_prints_one_admin_key() {
-    let broker = Broker::new();
+    let broker = fresh_broker();
 
     let server = broker.serve(&[]).await;
     let res = server
@@ -307,7 +144,7 @@ async fn the_first_start_creates_a_private_key_file_and_prints_one_admin_key() {
 
 #[tokio::test]
 async fn migrate_applies_the_migrations_and_exits() {
-    let broker = Broker::new();
+    let broker = fresh_broker();
 
     let done = broker.run(&["migrate"], &[]).await;
 
@@ -330,7 +167,7 @@ async fn migrate_applies_the_migrations_and_exits() {
 
 #[tokio::test]
 async fn keys_create_prints_a_working_key_on_stdout() {
-    let broker = Broker::new();
+    let broker = fresh_broker();
     let admin = broker.first_start().await;
 
     let done = broker
@@ -409,7 +246,7 @@ async fn keys_create_prints_a_working_key_on_stdout() {
 #[tokio::test]
 async fn a_first_key_made_with_keys_create_still_leaves_an_admin_key() {
     // A fresh database, and a workflow key as the very first key.
-    let broker = Broker::new();
+    let broker = fresh_broker();
     let done = broker
         .run(
             &[
@@ -468,18 +305,8 @@ async fn a_first_key_made_with_keys_create_still_leaves_an_admin_key() {
 
 #[tokio::test]
 async fn serve_refuses_to_start_when_the_key_file_of_existing_data_is_missing() {
-    let broker = Broker::new();
-    let admin = broker.first_start().await;
-    let server = broker.serve(&[]).await;
-    let res = server
-        .request(&admin, reqwest::Method::POST, "/api/oauth/connections")
-        .json(&connection_with_secret("s3cret-value"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "a connection with a secret is stored");
-    let (status, _) = server.stop().await;
-    assert!(status.success());
+    let broker = fresh_broker();
+    broker.first_start_then_store_a_secret().await;
 
     std::fs::remove_file(broker.key_path()).unwrap();
     let done = broker.run(&["serve"], &[]).await;
@@ -504,7 +331,7 @@ async fn serve_refuses_to_start_when_the_key_file_of_existing_data_is_missing() 
 
 #[tokio::test]
 async fn serve_refuses_a_different_key_under_the_same_key_id() {
-    let broker = Broker::new();
+    let broker = fresh_broker();
     broker.first_start().await;
     let (_, impostor) = Keyring::generate("k1");
 
@@ -534,18 +361,8 @@ async fn serve_refuses_a_different_key_under_the_same_key_id() {
 #[tokio::test]
 async fn rotate_keys_reseals_everything_under_the_new_key() {
     // Arrange: data sealed with the generated key `k1`.
-    let broker = Broker::new();
-    let admin = broker.first_start().await;
-    let server = broker.serve(&[]).await;
-    let res = server
-        .request(&admin, reqwest::Method::POST, "/api/oauth/connections")
-        .json(&connection_with_secret("s3cret-value"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "a connection with a secret is stored");
-    let (status, _) = server.stop().await;
-    assert!(status.success());
+    let broker = fresh_broker();
+    let admin = broker.first_start_then_store_a_secret().await;
     let old = broker.key_file_spec();
     assert!(
         old.starts_with("k1:"),
@@ -631,8 +448,8 @@ async fn rotate_keys_reseals_everything_under_the_new_key() {
 
 #[tokio::test]
 async fn settings_come_from_a_config_file_and_json_logs_are_one_object_per_line() {
-    let broker = Broker::new();
-    let config = broker.dir.path().join("broker.toml");
+    let broker = fresh_broker();
+    let config = broker.data_folder().join("broker.toml");
     std::fs::write(
         &config,
         "log_format = \"json\"\nbootstrap_admin_key = \"obk_from_the_config_file_0123456789\"\n",

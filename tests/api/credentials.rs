@@ -55,16 +55,6 @@ async fn connection(app: &TestApp, org: Option<&str>, name: &str) -> Value {
     res.json().await.unwrap()
 }
 
-/// A token endpoint at `/{prefix}` issuing `<prefix>-1`, `<prefix>-2`, ... for `expires_in`.
-async fn mount_tokens(server: &MockServer, prefix: &str, expires_in: u64) -> String {
-    Mock::given(method("POST"))
-        .and(path(format!("/{prefix}")))
-        .respond_with(NumberedTokens::new(prefix, expires_in))
-        .mount(server)
-        .await;
-    format!("{}/{prefix}", server.uri())
-}
-
 fn form_value(req: &Request, key: &str) -> Option<String> {
     url::form_urlencoded::parse(&req.body)
         .into_owned()
@@ -126,7 +116,7 @@ on_both_backends! {
     async fn every_status_code_of_the_credentials_endpoint(app) {
         // Arrange: a GLOBAL client-credentials connection, one never authorized, keys.
         let server = MockServer::start().await;
-        let url = mount_tokens(&server, "graph", 3600).await;
+        let url = mount_numbered(&server, "graph", 3600).await;
         app.create_connection(None, &client_credentials_body("graph", &url)).await;
         app.create_connection(None, &auth_code_connection_body("never")).await;
         let acme = app.create_key("acme-workflows", "workflow", "acme").await;
@@ -216,9 +206,9 @@ on_both_backends! {
     async fn global_connections_are_a_fallback_and_orgs_never_see_each_other(app) {
         // Arrange: `graph` in GLOBAL and in `other`; acme has none (yet).
         let server = MockServer::start().await;
-        let global_url = mount_tokens(&server, "global", 3600).await;
-        let acme_url = mount_tokens(&server, "acme", 3600).await;
-        let other_url = mount_tokens(&server, "other", 3600).await;
+        let global_url = mount_numbered(&server, "global", 3600).await;
+        let acme_url = mount_numbered(&server, "acme", 3600).await;
+        let other_url = mount_numbered(&server, "other", 3600).await;
         app.create_connection(None, &client_credentials_body("graph", &global_url)).await;
         app.create_connection(Some("other"), &client_credentials_body("graph", &other_url)).await;
         let acme = app.create_key("acme-workflows", "workflow", "acme").await;
@@ -258,7 +248,7 @@ on_both_backends! {
 
     async fn a_token_is_refreshed_on_demand_only_when_it_expires_within_min_valid_for(app) {
         let server = MockServer::start().await;
-        let url = mount_tokens(&server, "cc", 600).await;
+        let url = mount_numbered(&server, "cc", 600).await;
         app.create_connection(None, &client_credentials_body("cc", &url)).await;
         assert_eq!(calls_to(&server, "/cc").await, 1, "creating fetches the first token");
 
@@ -439,7 +429,7 @@ on_both_backends! {
     async fn a_read_with_x_workflow_id_is_recorded_on_the_dependency(app) {
         // Arrange
         let server = MockServer::start().await;
-        let url = mount_tokens(&server, "cc", 3600).await;
+        let url = mount_numbered(&server, "cc", 3600).await;
         app.create_connection(Some("acme"), &client_credentials_body("graph", &url)).await;
         let key = app.create_key("acme-workflows", "workflow", "acme").await;
         let res = app
@@ -569,8 +559,8 @@ mod a_replica_answers_from_memory_only_until_a_write_it_made_or_heard_of {
     async fn scenario(app: TestApp) {
         // Arrange: GLOBAL `graph`, read by acme on two replicas (both remember it).
         let server = MockServer::start().await;
-        let global_url = mount_tokens(&server, "global", 3600).await;
-        let acme_url = mount_tokens(&server, "acme", 3600).await;
+        let global_url = mount_numbered(&server, "global", 3600).await;
+        let acme_url = mount_numbered(&server, "acme", 3600).await;
         app.create_connection(None, &client_credentials_body("graph", &global_url))
             .await;
         let replica = app.replica().await;

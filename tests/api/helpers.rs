@@ -1,7 +1,7 @@
 //! The test story shared by every API test: a real server on a free port, its own
+//! database (a fresh SQLite file, or a fresh PostgreSQL database; see
+//! `tests/support/db.rs`), a movable clock, an admin key, and log capture.
 #![allow(dead_code)] // each test file uses a different part of the shared story
-//! database (a fresh SQLite file, or a fresh PostgreSQL database), a movable clock,
-//! an admin key, and log capture.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,16 +13,9 @@ use oauth_broker::crypto::Keyring;
 use oauth_broker::startup::Application;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use sqlx::{Column, Connection, Row};
 
-pub use crate::support::skip;
-pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use crate::support::db::{Backend, DEFAULT_PG, TestDb};
+pub use crate::support::tokens::{NumberedTokens, calls_to, mount_numbered};
 
 /// Every log line the service wrote during this test binary's run, at trace level.
 pub fn captured_logs() -> String {
@@ -55,194 +48,6 @@ fn init_logs() {
             .with_writer(|| Capture)
             .try_init();
     });
-}
-
-pub enum TestDb {
-    Sqlite {
-        dir: tempfile::TempDir,
-        url: String,
-    },
-    Postgres {
-        url: String,
-    },
-    /// A database another `TestDb` owns (a replica's view of it); the kind follows
-    /// the URL's scheme.
-    Shared {
-        url: String,
-    },
-}
-
-/// Each test's PostgreSQL database is dropped when the test ends, so runs leave
-/// nothing behind (SQLite files go with their temporary folder).
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let TestDb::Postgres { url } = self else {
-            return;
-        };
-        let Some((_, name)) = url.rsplit_once('/') else {
-            return;
-        };
-        let name = name.to_owned();
-        let admin = std::env::var("OAUTH_BROKER_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_PG.to_owned());
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "drop database if exists {name} with (force)"
-                )))
-                .execute(&mut conn)
-                .await
-                .ok()
-            })
-        })
-        .join();
-    }
-}
-
-impl TestDb {
-    pub fn url(&self) -> &str {
-        match self {
-            TestDb::Sqlite { url, .. } | TestDb::Postgres { url } | TestDb::Shared { url } => url,
-        }
-    }
-
-    fn is_sqlite(&self) -> bool {
-        self.url().starts_with("sqlite:")
-    }
-
-    /// Creates an empty database of the given kind, or `None` (skipped) if unavailable.
-    pub async fn create(backend: Backend) -> Option<TestDb> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/broker.db", dir.path().display());
-                Some(TestDb::Sqlite { dir, url })
-            }
-            Backend::Postgres => {
-                let admin = std::env::var("OAUTH_BROKER_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| DEFAULT_PG.to_owned());
-                let mut conn = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sqlx::PgConnection::connect(&admin),
-                )
-                .await
-                {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        skip(&format!("PostgreSQL not reachable at {admin}: {e}"));
-                        return None;
-                    }
-                    Err(_) => {
-                        skip(&format!("PostgreSQL not reachable at {admin}: timeout"));
-                        return None;
-                    }
-                };
-                let name = format!("ob_test_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-                Some(TestDb::Postgres {
-                    url: format!("{base}/{name}"),
-                })
-            }
-        }
-    }
-
-    pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
-        match self {
-            TestDb::Sqlite { dir, .. } => Some(dir.path()),
-            TestDb::Shared { url } if self.is_sqlite() => {
-                std::path::Path::new(url.trim_start_matches("sqlite://")).parent()
-            }
-            TestDb::Postgres { .. } | TestDb::Shared { .. } => None,
-        }
-    }
-
-    /// Every row of every table, rendered as text, in a stable order: what "the
-    /// database did not change" compares.
-    pub async fn snapshot(&self) -> Vec<String> {
-        const TABLES: &[&str] = &[
-            "meta",
-            "connections",
-            "pending_authorizations",
-            "api_keys",
-            "events",
-            "workflow_dependencies",
-            "disabled_workflows",
-            "refresh_runs",
-        ];
-        let mut out = Vec::new();
-        for table in TABLES {
-            let sql = format!("select * from {table} order by 1");
-            let rows: Vec<Vec<String>> = match self {
-                _ if self.is_sqlite() => {
-                    let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .fetch_all(&mut c)
-                        .await
-                        .unwrap();
-                    rows.iter().map(render_row).collect()
-                }
-                _ => {
-                    let mut c = sqlx::PgConnection::connect(self.url()).await.unwrap();
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .fetch_all(&mut c)
-                        .await
-                        .unwrap();
-                    rows.iter().map(render_row).collect()
-                }
-            };
-            for row in rows {
-                out.push(format!("{table}: {}", row.join(" | ")));
-            }
-        }
-        out
-    }
-
-    /// Everything the database holds on disk (SQLite files) or as text (PostgreSQL),
-    /// for searching secrets in clear.
-    pub async fn raw_contents(&self) -> Vec<u8> {
-        match self.sqlite_dir() {
-            Some(dir) => {
-                let mut all = Vec::new();
-                for entry in std::fs::read_dir(dir).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.to_string_lossy().contains("broker.db") {
-                        all.extend(std::fs::read(path).unwrap());
-                    }
-                }
-                all
-            }
-            None => self.snapshot().await.join("\n").into_bytes(),
-        }
-    }
-}
-
-fn render_row<R: Row>(row: &R) -> Vec<String>
-where
-    usize: sqlx::ColumnIndex<R>,
-    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    (0..row.columns().len())
-        .map(|i| {
-            if let Ok(v) = row.try_get::<Option<String>, _>(i) {
-                v.unwrap_or_else(|| "NULL".into())
-            } else if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                v.map(|n| n.to_string()).unwrap_or_else(|| "NULL".into())
-            } else {
-                format!("<{}>", row.columns()[i].name())
-            }
-        })
-        .collect()
 }
 
 pub struct TestApp {
@@ -436,52 +241,6 @@ macro_rules! on_both_backends {
     };
 }
 
-impl TestDb {
-    /// Runs one statement against the test database directly (behind the service's back).
-    pub async fn execute(&self, sql: &str) {
-        let sql = sql.to_owned();
-        match self {
-            _ if self.is_sqlite() => {
-                let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            }
-            _ => {
-                let mut c = sqlx::PgConnection::connect(self.url()).await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-
-    /// The rows of a query, each column rendered as text (`NULL` for null).
-    pub async fn query_texts(&self, sql: &str) -> Vec<Vec<String>> {
-        let sql = sql.to_owned();
-        match self {
-            _ if self.is_sqlite() => {
-                let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap();
-                rows.iter().map(render_row).collect()
-            }
-            _ => {
-                let mut c = sqlx::PgConnection::connect(self.url()).await.unwrap();
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap();
-                rows.iter().map(render_row).collect()
-            }
-        }
-    }
-}
-
 /// Sends `request` and asserts the contract's refusal: the status, an
 /// `application/problem+json` body whose `status` and `code` match, the field named in
 /// `errors` when one is given, and a database exactly as it was before. `reason` says
@@ -539,66 +298,11 @@ impl TestApp {
     /// replica. Its `db` is a `TestDb::Shared` view; this app owns the database.
     pub async fn replica(&self) -> TestApp {
         use oauth_broker::clock::Clock;
-        let db = TestDb::Shared {
-            url: self.db.url().to_owned(),
-        };
+        let db = self.db.view();
         let replica = spawn_app_with(self.backend, db, self.settings.clone()).await;
         replica.clock.set(self.clock.now());
         replica
     }
-}
-
-/// A token endpoint (a wiremock responder) that issues `<prefix>-1`, `<prefix>-2`, ...
-/// as access tokens, each valid for `expires_in` seconds, after `delay`.
-pub struct NumberedTokens {
-    prefix: String,
-    expires_in: u64,
-    delay: std::time::Duration,
-    issued: std::sync::atomic::AtomicUsize,
-}
-
-impl NumberedTokens {
-    pub fn new(prefix: &str, expires_in: u64) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-            expires_in,
-            delay: std::time::Duration::ZERO,
-            issued: Default::default(),
-        }
-    }
-
-    /// Every answer waits this long first.
-    pub fn delayed(mut self, delay: std::time::Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-}
-
-impl wiremock::Respond for NumberedTokens {
-    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let n = self
-            .issued
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        wiremock::ResponseTemplate::new(200)
-            .set_body_json(json!({
-                "access_token": format!("{}-{n}", self.prefix),
-                "token_type": "bearer",
-                "expires_in": self.expires_in,
-            }))
-            .set_delay(self.delay)
-    }
-}
-
-/// How many requests `server` received on `path`.
-pub async fn calls_to(server: &wiremock::MockServer, path: &str) -> usize {
-    server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.url.path() == path)
-        .count()
 }
 
 /// Like `spawn_app`, with the test settings adjusted by `tune` first.

@@ -5,18 +5,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use reqwest::Method;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites};
-use oauth_broker::domain::{
-    ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
-};
-
 use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::seed::{self, Due};
 
 /// `GET /refresh/status` with the admin key, asserting 200.
 async fn status(app: &TestApp) -> Value {
@@ -56,83 +51,26 @@ async fn connection(app: &TestApp, org: Option<&str>, name: &str) -> Value {
     res.json().await.unwrap()
 }
 
-/// A token endpoint at `/{prefix}` issuing `<prefix>-n` for `expires_in`; returns its URL.
-async fn mount_tokens(server: &MockServer, prefix: &str, expires_in: u64) -> String {
-    Mock::given(method("POST"))
-        .and(path(format!("/{prefix}")))
-        .respond_with(NumberedTokens::new(prefix, expires_in))
-        .mount(server)
-        .await;
-    format!("{}/{prefix}", server.uri())
-}
-
 /// Inserts a completed client-credentials connection through the store, its token
 /// expiring in one hour: what a refresher run finds due, without a provider call.
 async fn insert_due(app: &TestApp, org: &str, name: &str, token_url: &str) {
-    let store = &app.broker.store;
-    let now = app.broker.clock.now();
-    let org = OrgId::parse(org).unwrap();
-    let name = ConnectionName::parse(name).unwrap();
-    let created = store
-        .insert_connection(
-            NewConnection {
-                org_id: org.clone(),
-                name: name.clone(),
-                config: ConnectionConfig {
-                    flow_type: FlowType::ClientCredentials,
-                    client_id: "client-1".into(),
-                    authorization_url: None,
-                    token_url: token_url.to_owned(),
-                    scopes: vec!["read".into()],
-                    token_auth_method: TokenAuthMethod::ClientSecretBasic,
-                    extra_authorization_params: Default::default(),
-                    extra_token_params: Default::default(),
-                    test_url: None,
-                    obo_grant: None,
-                    assertion_validation: None,
-                },
-                client_secret: Some(SecretString::from("secret-1")),
-                refresh_token: None,
-                created_by: "test".into(),
-                now,
-            },
-            NewEvent {
-                org_id: org,
-                connection_id: String::new(),
-                connection_name: name,
-                at: now,
-                kind: EventKind::Created,
-                actor: "test".into(),
-                detail: None,
-            },
-        )
-        .await
-        .unwrap();
-    let mut completed = created.clone();
-    completed.status = ConnectionStatus::Completed;
-    completed.token_type = Some("Bearer".into());
-    completed.token_expires_at = Some(now + chrono::Duration::hours(1));
-    completed.last_refresh_at = Some(now - chrono::Duration::hours(1));
-    store
-        .save_connection(
-            &completed,
-            SecretWrites {
-                access_token: SecretWrite::Set(SecretString::from("at-0")),
-                ..SecretWrites::default()
-            },
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let due = Due {
+        org,
+        name,
+        token_url,
+        client_secret: "secret-1",
+        access_token: "at-0",
+    };
+    seed::insert_due(&app.broker.store, &due, app.broker.clock.now()).await;
 }
 
 on_both_backends! {
     async fn a_run_refreshes_every_due_connection_of_every_org_and_only_those(app) {
         // Arrange: due in orgs a and b (1 h left, threshold 4 h), not due (10 h), failed.
         let server = MockServer::start().await;
-        let a_url = mount_tokens(&server, "a", 3600).await;
-        let b_url = mount_tokens(&server, "b", 3600).await;
-        let later_url = mount_tokens(&server, "later", 36_000).await;
+        let a_url = mount_numbered(&server, "a", 3600).await;
+        let b_url = mount_numbered(&server, "b", 3600).await;
+        let later_url = mount_numbered(&server, "later", 36_000).await;
         Mock::given(method("POST")).and(path("/broken"))
             .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "invalid_client"})))
             .mount(&server).await;
@@ -222,7 +160,7 @@ on_both_backends! {
 
     async fn a_second_run_right_after_the_first_does_not_refresh_again(app) {
         let server = MockServer::start().await;
-        let url = mount_tokens(&server, "cc", 3600).await;
+        let url = mount_numbered(&server, "cc", 3600).await;
         app.create_connection(None, &client_credentials_body("graph", &url)).await;
         app.clock.advance(chrono::Duration::minutes(10));
         let state = app.broker.clone();
@@ -240,7 +178,7 @@ on_both_backends! {
     async fn one_run_refreshes_more_due_connections_than_fit_on_a_page(app) {
         // Arrange: 1,200 due connections (pages hold 500), over three orgs.
         let server = MockServer::start().await;
-        let url = mount_tokens(&server, "bulk", 3600).await;
+        let url = mount_numbered(&server, "bulk", 3600).await;
         futures::stream::iter(0..1200)
             .map(|i| {
                 let url = &url;

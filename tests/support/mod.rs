@@ -1,6 +1,14 @@
 //! What the integration-test binaries share: skipping a test whose dependency is absent,
-//! and driving the real `oauth-broker` process. Each binary uses part of it.
+//! free ports and waiting, and by concern in the files below: the test database
+//! (`db`), the real `oauth-broker` process (`process`), a fake token endpoint
+//! (`tokens`) and connections seeded through the library's store (`seed`).
+//! Each binary uses part of it.
 #![allow(dead_code)]
+
+pub mod db;
+pub mod process;
+pub mod seed;
+pub mod tokens;
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
@@ -43,6 +51,25 @@ pub async fn terminate(child: &mut Child) -> Option<ExitStatus> {
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success(), "kill -TERM {pid}");
     wait_for_exit(child, Duration::from_secs(10)).await
+}
+
+/// Asks `probe` until it answers `Ok`, failing with `what` and its last answer after
+/// `timeout`.
+pub async fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not so after {timeout:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// A file's text, empty if it cannot be read (yet).
