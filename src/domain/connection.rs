@@ -8,8 +8,8 @@ use secrecy::SecretString;
 use super::enums::{ConnectionStatus, FlowType, OboGrant, TokenAuthMethod};
 use super::names::{ConnectionName, OrgId};
 use super::obo::AssertionRules;
-use super::sealed::{ConnectionSecrets, Sealed, SealedError, fields, open_sealed};
-use crate::crypto::{Aad, Keyring};
+use super::sealed::{ConnectionSecrets, Sealed, SealedError, SealedRow, fields};
+use crate::crypto::Keyring;
 
 /// The non-secret configuration of a connection, as given on create or patch.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,20 @@ pub struct ConnectionConfig {
     pub obo_grant: Option<OboGrant>,
     /// How an on-behalf-of assertion is checked before the exchange.
     pub assertion_validation: Option<AssertionRules>,
+}
+
+impl ConnectionConfig {
+    /// Whether both configure the same grant: the fields whose change discards the
+    /// stored tokens ("needs reconnection"). The client secret is compared apart, sealed.
+    pub fn same_grant_as(&self, other: &ConnectionConfig) -> bool {
+        self.flow_type == other.flow_type
+            && self.client_id == other.client_id
+            && self.authorization_url == other.authorization_url
+            && self.token_url == other.token_url
+            && self.scopes == other.scopes
+            && self.obo_grant == other.obo_grant
+            && self.assertion_validation == other.assertion_validation
+    }
 }
 
 /// A connection to insert.
@@ -90,26 +104,6 @@ impl Connection {
         self.has_access_token() && self.token_expires_at.is_some_and(|at| at > now + margin)
     }
 
-    pub fn aad<'a>(&'a self, field: &'a str) -> Aad<'a> {
-        Aad {
-            org_id: self.org_id.as_str(),
-            row_id: &self.id,
-            field,
-        }
-    }
-
-    fn open(
-        &self,
-        keyring: &Keyring,
-        sealed: &Option<String>,
-        field: &'static str,
-    ) -> Result<Option<SecretString>, SealedError> {
-        let row = (self.org_id.as_str(), self.id.as_str());
-        open_sealed(keyring, sealed.as_deref(), row, field, || {
-            format!("connection {}/{}", self.org_id, self.name)
-        })
-    }
-
     /// Opens only the access token (the credentials hot path needs nothing else).
     pub fn open_access_token(
         &self,
@@ -124,5 +118,19 @@ impl Connection {
             access_token: self.open(keyring, &self.sealed.access_token, fields::ACCESS_TOKEN)?,
             refresh_token: self.open(keyring, &self.sealed.refresh_token, fields::REFRESH_TOKEN)?,
         })
+    }
+}
+
+impl SealedRow for Connection {
+    fn org_id(&self) -> &str {
+        self.org_id.as_str()
+    }
+
+    fn row_id(&self) -> &str {
+        &self.id
+    }
+
+    fn describe(&self) -> String {
+        format!("connection {}/{}", self.org_id, self.name)
     }
 }

@@ -34,6 +34,6 @@ pub use provider_url::ProviderUrl;
 pub use run::{RefreshRun, RunError};
 pub use scopes::Scopes;
 pub use sealed::{
-    ConnectionSecrets, Sealed, SealedError, SecretWrite, SecretWrites, fields, open_sealed,
+    ConnectionSecrets, Sealed, SealedError, SealedRow, SecretWrite, SecretWrites, fields,
 };
 pub use workflow::{Dependency, DisabledWorkflow};

@@ -1,12 +1,11 @@
 //! On-behalf-of: how an assertion is checked, and a long-running session's record.
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::names::{ConnectionName, OrgId};
-use super::sealed::{ConnectionSecrets, Sealed, SealedError, fields, open_sealed};
-use crate::crypto::{Aad, Keyring};
+use super::sealed::{ConnectionSecrets, Sealed, SealedError, SealedRow, fields};
+use crate::crypto::Keyring;
 
 /// What a user's assertion must satisfy before an exchange (the connection's
 /// `assertion_validation`).
@@ -43,31 +42,25 @@ pub struct OboSession {
 }
 
 impl OboSession {
-    pub fn aad<'a>(&'a self, field: &'a str) -> Aad<'a> {
-        Aad {
-            org_id: self.org_id.as_str(),
-            row_id: &self.id,
-            field,
-        }
-    }
-
-    fn open(
-        &self,
-        keyring: &Keyring,
-        sealed: &Option<String>,
-        field: &'static str,
-    ) -> Result<Option<SecretString>, SealedError> {
-        let row = (self.org_id.as_str(), self.id.as_str());
-        open_sealed(keyring, sealed.as_deref(), row, field, || {
-            format!("obo session {}", self.id)
-        })
-    }
-
     pub fn open_tokens(&self, keyring: &Keyring) -> Result<ConnectionSecrets, SealedError> {
         Ok(ConnectionSecrets {
             client_secret: None,
             access_token: self.open(keyring, &self.sealed.access_token, fields::ACCESS_TOKEN)?,
             refresh_token: self.open(keyring, &self.sealed.refresh_token, fields::REFRESH_TOKEN)?,
         })
+    }
+}
+
+impl SealedRow for OboSession {
+    fn org_id(&self) -> &str {
+        self.org_id.as_str()
+    }
+
+    fn row_id(&self) -> &str {
+        &self.id
+    }
+
+    fn describe(&self) -> String {
+        format!("obo session {}", self.id)
     }
 }

@@ -25,29 +25,42 @@ pub struct SealedError {
     pub source: OpenError,
 }
 
-/// Opens `sealed` (if any), bound to its org, row and field; `row` names the record in
-/// the error.
-pub fn open_sealed(
-    keyring: &Keyring,
-    sealed: Option<&str>,
-    (org_id, row_id): (&str, &str),
-    field: &'static str,
-    row: impl FnOnce() -> String,
-) -> Result<Option<SecretString>, SealedError> {
-    let aad = Aad {
-        org_id,
-        row_id,
-        field,
-    };
-    sealed
-        .map(|s| {
-            keyring.open(s, aad).map_err(|source| SealedError {
-                row: row(),
-                field,
-                source,
+/// A record whose secrets are sealed bound to its org, its id and the field.
+pub trait SealedRow {
+    fn org_id(&self) -> &str;
+    fn row_id(&self) -> &str;
+    /// Names the record in an error (never a secret).
+    fn describe(&self) -> String;
+
+    /// What a field of this record is bound to.
+    fn aad<'a>(&'a self, field: &'a str) -> Aad<'a> {
+        Aad {
+            org_id: self.org_id(),
+            row_id: self.row_id(),
+            field,
+        }
+    }
+
+    /// Opens a sealed field of this record, if it holds one.
+    fn open(
+        &self,
+        keyring: &Keyring,
+        sealed: &Option<String>,
+        field: &'static str,
+    ) -> Result<Option<SecretString>, SealedError> {
+        sealed
+            .as_deref()
+            .map(|s| {
+                keyring
+                    .open(s, self.aad(field))
+                    .map_err(|source| SealedError {
+                        row: self.describe(),
+                        field,
+                        source,
+                    })
             })
-        })
-        .transpose()
+            .transpose()
+    }
 }
 
 /// What happens to one sealed column on save.

@@ -435,6 +435,10 @@ impl From<NoToken> for ApiError {
                 status: status.to_string(),
                 message,
             },
+            NoToken::ProviderFailed { status, message } => ApiError::ConnectionUnavailable {
+                status: status.to_string(),
+                message: Some(message),
+            },
             NoToken::Busy => ApiError::Busy {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 detail: "another replica is refreshing this connection and did not finish in time; retry shortly".into(),

@@ -2,6 +2,8 @@
 //! `start` creates a single-use, time-limited state bound to the org and connection;
 //! `callback` consumes it atomically, exchanges the code, stores the tokens and tests.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -140,7 +142,7 @@ fn refused(message: impl Into<String>) -> CallbackOutcome {
 const ACTOR: &str = "callback";
 
 pub async fn callback(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     name: &str,
     params: CallbackParams,
 ) -> Result<CallbackOutcome> {
@@ -267,7 +269,7 @@ pub async fn callback(
     .await?;
     if testing {
         let (_, outcome) =
-            grants::test(broker, &stored, ACTOR, Some(ConnectionStatus::Completed)).await?;
+            super::testing::test(broker, &stored, ACTOR, Some(ConnectionStatus::Completed)).await?;
         if !outcome.success {
             return Ok(fail(format!(
                 "The connection was authorized but its test failed: {}",

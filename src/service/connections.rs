@@ -377,15 +377,3 @@ pub async fn events(
     let conn = get(broker, org, name).await?;
     Ok(broker.store.list_events(&conn.id, limit).await?)
 }
-
-/// `POST /connections/{name}/test`: obtains a token if needed, then calls `test_url`.
-pub async fn test_connection(
-    broker: &Broker,
-    org: &OrgId,
-    name: &ConnectionName,
-    actor: &str,
-) -> Result<super::grants::TestOutcome> {
-    let conn = get(broker, org, name).await?;
-    let (_, outcome) = super::grants::test(broker, &conn, actor, None).await?;
-    Ok(outcome)
-}

@@ -14,6 +14,13 @@ pub enum NoToken {
         status: ConnectionStatus,
         message: Option<String>,
     },
+    /// The provider failed the refresh; `status` is the connection's status after it
+    /// (`failed` when the failure is permanent).
+    #[error("the provider failed the refresh: {message}")]
+    ProviderFailed {
+        status: ConnectionStatus,
+        message: String,
+    },
     /// Another replica holds the refresh and did not finish in time.
     #[error("another replica is refreshing the connection")]
     Busy,

@@ -165,7 +165,7 @@ pub async fn record_tokens(
                 let Some(fresh) = broker.store.get_connection_by_id(&conn.id).await? else {
                     return Err(StoreError::Stale);
                 };
-                if fresh.config != conn.config || !same_refresh_token(broker, &fresh, conn)? {
+                if !same_grant(broker, &fresh, conn)? {
                     return Err(StoreError::Stale);
                 }
                 let mut rebased = fresh.clone();
@@ -185,17 +185,24 @@ pub async fn record_tokens(
     }
 }
 
-/// Whether two versions of a row hold the same refresh token. Their ciphertexts differ
-/// when `rotate-keys` re-sealed the row meanwhile, so those are compared opened.
-fn same_refresh_token(broker: &Broker, a: &Connection, b: &Connection) -> Result<bool, StoreError> {
-    if a.sealed.refresh_token == b.sealed.refresh_token {
+/// Whether two versions of a row hold the same grant: the same grant configuration,
+/// client secret and refresh token. Ciphertexts differ when `rotate-keys` re-sealed the
+/// row meanwhile, so secrets are compared opened.
+fn same_grant(broker: &Broker, a: &Connection, b: &Connection) -> Result<bool, StoreError> {
+    if !a.config.same_grant_as(&b.config) {
+        return Ok(false);
+    }
+    if a.sealed.refresh_token == b.sealed.refresh_token
+        && a.sealed.client_secret == b.sealed.client_secret
+    {
         return Ok(true);
     }
     let (a, b) = (broker.store.open_secrets(a)?, broker.store.open_secrets(b)?);
-    Ok(match (a.refresh_token, b.refresh_token) {
+    let same = |a: Option<SecretString>, b: Option<SecretString>| match (a, b) {
         (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
         (a, b) => a.is_none() && b.is_none(),
-    })
+    };
+    Ok(same(a.refresh_token, b.refresh_token) && same(a.client_secret, b.client_secret))
 }
 
 /// Permanent failures set `failed` and stop refreshing until someone acts; transient
@@ -256,102 +263,116 @@ pub fn status_event(
     NewEvent::for_connection(conn, EventKind::StatusChanged, actor, now, Some(detail))
 }
 
-/// The outcome of a connection test.
-#[derive(Debug, Clone)]
-pub struct TestOutcome {
-    pub success: bool,
-    pub message: String,
-    pub tested_at: DateTime<Utc>,
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
 
-/// Obtains a token if needed, then GETs `test_url` with it (2xx = success). Records
-/// `last_test_at`, the `tested` event, and, when `settle` is given, moves the status
-/// there on success or to `failed` otherwise (the end of an authorization).
-pub async fn test(
-    broker: &Broker,
-    conn: &Connection,
-    actor: &str,
-    settle: Option<ConnectionStatus>,
-) -> Result<(Connection, TestOutcome), StoreError> {
-    let mut conn = conn.clone();
-    let mut failure: Option<String> = None;
-    if !conn.has_fresh_token(broker.clock.now(), Duration::seconds(30)) {
-        match acquire(broker, &conn, actor, EventKind::TokenAcquired).await {
-            Ok(updated) => conn = updated,
-            Err(GrantError::Provider(e)) => {
-                failure = Some(format!("could not obtain a token: {e}"));
-                conn = broker
-                    .store
-                    .get_connection_by_id(&conn.id)
-                    .await?
-                    .unwrap_or(conn);
-            }
-            Err(GrantError::Store(e)) => return Err(e),
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::service::connections::{PatchInput, update};
+    use crate::service::test_support::{client_credentials, numbered_tokens, test_broker};
+
+    fn tokens(access: &str) -> TokenSet {
+        TokenSet {
+            access_token: SecretString::from(access),
+            token_type: "Bearer".into(),
+            expires_in: Some(StdDuration::from_secs(3600)),
+            refresh_token: None,
+            scopes: None,
         }
     }
-    let message = match (&failure, &conn.config.test_url) {
-        (Some(f), _) => f.clone(),
-        (None, None) => "a token was obtained (no test_url is set)".to_owned(),
-        (None, Some(url)) => {
-            let secrets = broker.store.open_secrets(&conn)?;
-            let token = secrets
-                .access_token
-                .unwrap_or_else(|| SecretString::from(""));
-            match broker
-                .provider
-                .outbound()
-                .get_with_token(url, secrecy::ExposeSecret::expose_secret(&token))
-                .await
-            {
-                Ok(status) if (200..300).contains(&status) => format!("test_url answered {status}"),
-                Ok(status) => {
-                    failure = Some(format!("test_url answered {status}"));
-                    format!("test_url answered {status}")
-                }
-                Err(e) => {
-                    failure = Some(format!("test_url: {e}"));
-                    format!("test_url: {e}")
-                }
-            }
-        }
-    };
-    let now = broker.clock.now();
-    let success = failure.is_none();
-    let mut next = conn.clone();
-    next.last_test_at = Some(now);
-    next.updated_at = now;
-    let mut events = vec![NewEvent::for_connection(
-        &conn,
-        EventKind::Tested,
-        actor,
-        now,
-        Some(format!(
-            "{}: {message}",
-            if success { "success" } else { "failed" }
-        )),
-    )];
-    if let Some(target) = settle {
-        let to = if success {
-            target
-        } else {
-            ConnectionStatus::Failed
+
+    fn access_token(broker: &Broker, conn: &Connection) -> String {
+        let token = conn
+            .open_access_token(broker.store.keyring())
+            .unwrap()
+            .unwrap();
+        token.expose_secret().to_owned()
+    }
+
+    #[tokio::test]
+    async fn new_tokens_are_put_on_a_row_an_unrelated_edit_changed_meanwhile() {
+        // Arrange: a refresh read the row; then an admin changed its test URL.
+        let t = test_broker().await;
+        let server = numbered_tokens("cc", 3600).await;
+        let read = client_credentials(&t.broker, "graph", &format!("{}/token", server.uri())).await;
+        let patch = PatchInput {
+            test_url: Some(Some("https://api.example.com/me".into())),
+            ..PatchInput::default()
         };
-        if conn.status != to {
-            events.push(status_event(&conn, to, actor, now, Some(message.clone())));
-        }
-        next.status = to;
-        next.status_message = if success { None } else { Some(message.clone()) };
+        update(&t.broker, &read.org_id, &read.name, patch, "admin")
+            .await
+            .unwrap();
+
+        // Act: the refresh stores what the provider answered, against the row it read.
+        let now = t.clock.now();
+        let saved = record_tokens(
+            &t.broker,
+            &read,
+            tokens("new"),
+            "test",
+            EventKind::Refreshed,
+            ConnectionStatus::Completed,
+            Vec::new(),
+            now,
+        )
+        .await
+        .expect("rebased on the edited row");
+
+        // Assert: both the edit and the new token are kept.
+        assert_eq!(access_token(&t.broker, &saved), "new");
+        assert_eq!(
+            saved.config.test_url.as_deref(),
+            Some("https://api.example.com/me")
+        );
+        assert!(saved.version > read.version + 1, "saved after the edit");
     }
-    let saved = broker
-        .store
-        .save_connection(&next, SecretWrites::default(), events)
-        .await?;
-    Ok((
-        saved,
-        TestOutcome {
-            success,
-            message,
-            tested_at: now,
-        },
-    ))
+
+    #[tokio::test]
+    async fn new_tokens_for_a_grant_an_edit_replaced_meanwhile_are_discarded() {
+        // Arrange: a refresh read the row; then an admin changed the client id, which
+        // discards the grant ("needs reconnection").
+        let t = test_broker().await;
+        let server = numbered_tokens("cc", 3600).await;
+        let read = client_credentials(&t.broker, "graph", &format!("{}/token", server.uri())).await;
+        let patch = PatchInput {
+            client_id: Some("client-2".into()),
+            ..PatchInput::default()
+        };
+        update(&t.broker, &read.org_id, &read.name, patch, "admin")
+            .await
+            .unwrap();
+
+        // Act
+        let now = t.clock.now();
+        let result = record_tokens(
+            &t.broker,
+            &read,
+            tokens("stale"),
+            "test",
+            EventKind::Refreshed,
+            ConnectionStatus::Completed,
+            Vec::new(),
+            now,
+        )
+        .await;
+
+        // Assert: refused, and the row keeps the edit without a token.
+        assert!(matches!(result, Err(StoreError::Stale)), "{result:?}");
+        let row = t
+            .broker
+            .store
+            .get_connection_by_id(&read.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.config.client_id, "client-2");
+        assert!(
+            !row.has_access_token(),
+            "the old grant's token is not put on the new one"
+        );
+        assert_eq!(row.status, ConnectionStatus::NotConnected);
+    }
 }

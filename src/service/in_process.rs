@@ -77,7 +77,8 @@ pub struct OboToken {
     pub scopes: Vec<String>,
 }
 
-pub type SessionOutcome = Result<Arc<OboSession>, NoToken>;
+/// A session refresh's result, and whether this refresh called the provider.
+pub type SessionOutcome = Result<(Arc<OboSession>, bool), NoToken>;
 
 /// What on-behalf-of keeps in memory: the issuers' keys, the exchanged tokens, and the
 /// session refreshes in flight.

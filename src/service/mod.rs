@@ -15,6 +15,9 @@ pub mod obo;
 pub mod refresh;
 pub mod refresher;
 mod single_flight;
+#[cfg(test)]
+mod test_support;
+pub mod testing;
 pub mod workflows;
 
 pub use context::Broker;

@@ -395,7 +395,7 @@ pub async fn session_credentials(
     {
         session
     } else {
-        let fresh = refresh_session(broker, &session.id, Duration::seconds(300)).await?;
+        let (fresh, _) = refresh_session(broker, &session.id, Duration::seconds(300)).await?;
         (*fresh).clone()
     };
     if session.status != "active" {
@@ -443,21 +443,41 @@ pub async fn session_credentials(
     Ok((saved, served_by, token))
 }
 
-/// Refreshes a session's token: single flight in this process, a lease across replicas.
+/// Refreshes a session's token so that it stays valid `min_valid` more: single flight
+/// in this process, a lease across replicas. A caller that joined a refresh started
+/// for a shorter need starts its own after it, as connection refreshes do
+/// (`refresh::refresh`). `Ok((session, true))` when this caller's refresh called the
+/// provider.
 pub async fn refresh_session(
     broker: &Arc<Broker>,
     id: &str,
     min_valid: Duration,
 ) -> SessionOutcome {
-    let broker2 = broker.clone();
-    let id2 = id.to_owned();
-    broker
-        .obo
-        .sessions
-        .run(id, move || async move {
-            refresh_session_leased(&broker2, &id2, min_valid).await
-        })
-        .await
+    loop {
+        let leader = broker.clone();
+        let owned_id = id.to_owned();
+        let (outcome, led) = broker
+            .obo
+            .sessions
+            .run(id, move || async move {
+                refresh_session_leased(&leader, &owned_id, min_valid).await
+            })
+            .await;
+        match outcome {
+            Ok((session, called)) if led => return Ok((session, called)),
+            Ok((session, _)) if fresh_for(&session, broker.clock.now(), min_valid) => {
+                return Ok((session, false));
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn fresh_for(session: &OboSession, now: DateTime<Utc>, min_valid: Duration) -> bool {
+    session
+        .token_expires_at
+        .is_some_and(|at| at > now + min_valid)
 }
 
 async fn refresh_session_leased(
@@ -476,11 +496,8 @@ async fn refresh_session_leased(
                 NoToken::Internal(e.to_string())
             })?;
             Ok(session
-                .filter(|s| {
-                    s.token_expires_at
-                        .is_some_and(|at| at > broker.clock.now() + min_valid)
-                })
-                .map(Arc::new))
+                .filter(|s| fresh_for(s, broker.clock.now(), min_valid))
+                .map(|s| (Arc::new(s), false)))
         },
     )
     .await
@@ -495,13 +512,8 @@ async fn refresh_session_holding_lease(
     let Some(session) = broker.store.get_obo_session(id).await.map_err(internal)? else {
         return Err(NoToken::Internal("the session disappeared".into()));
     };
-    let now = broker.clock.now();
-    if session
-        .token_expires_at
-        .is_some_and(|at| at > now + min_valid)
-        || session.status != "active"
-    {
-        return Ok(Arc::new(session));
+    if fresh_for(&session, broker.clock.now(), min_valid) || session.status != "active" {
+        return Ok((Arc::new(session), false));
     }
     let Some(conn) = broker
         .store
@@ -582,15 +594,15 @@ async fn refresh_session_holding_lease(
                 .save_obo_session(&next, SecretWrites::default())
                 .await
                 .map_err(internal)?;
-            return Err(NoToken::Status {
+            return Err(NoToken::ProviderFailed {
                 status: ConnectionStatus::Failed,
-                message: saved.status_message,
+                message: saved.status_message.unwrap_or_default(),
             });
         }
         Err(ProviderError::Transient { reason, .. }) => {
-            return Err(NoToken::Status {
+            return Err(NoToken::ProviderFailed {
                 status: ConnectionStatus::Completed,
-                message: Some(format!("the provider is failing: {reason}")),
+                message: format!("the provider is failing: {reason}"),
             });
         }
     };
@@ -604,7 +616,7 @@ async fn refresh_session_holding_lease(
         .insert_events(vec![event])
         .await
         .map_err(internal)?;
-    Ok(Arc::new(saved))
+    Ok((Arc::new(saved), true))
 }
 
 pub async fn revoke_session(broker: &Broker, caller: &Caller, org: &OrgId, id: &str) -> Result<()> {

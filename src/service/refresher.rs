@@ -5,6 +5,11 @@
 //! single flight and leases as the credentials endpoint, so it never races a caller or
 //! another replica.
 //!
+//! Each due connection is refreshed once per cycle across replicas: a scheduled run (or
+//! the one after start) skips what was refreshed since the cycle's scheduled tick, the
+//! same instant on every replica; a run started by hand refreshes everything due that
+//! was not refreshed since it began. A run counts only the refreshes it made.
+//!
 //! A run's record says "running" until the run finishes it. A process that dies mid-run
 //! never does, so a run beats a heartbeat on its record while it goes, and a record
 //! silent for `SILENT_AFTER` is finished as interrupted (`finish_interrupted`, before
@@ -16,15 +21,12 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::refresh::single_flight;
+use super::refresh::{Need, refresh};
 use super::{Broker, NoToken};
-use crate::domain::{Connection, RefreshRun, RunError};
+use crate::domain::{RefreshRun, RunError};
 
 const PAGE_SIZE: i64 = 500;
 const MAX_RECORDED_ERRORS: usize = 100;
-/// A connection refreshed this recently (by anyone) is not refreshed again by a run:
-/// with several replicas each due connection is refreshed once per cycle.
-const RECENTLY_REFRESHED_MINUTES: i64 = 5;
 /// How often a run in progress records that its process is alive.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// A run silent this long (six heartbeats: a slow database or replicas' clocks a few
@@ -81,7 +83,8 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
     }
 
     let threshold = Duration::seconds(broker.settings.refresh_threshold_seconds as i64);
-    let since = started - Duration::minutes(RECENTLY_REFRESHED_MINUTES);
+    let cycle_began = cycle_began(&broker.settings.refresh_cron, trigger, started);
+    let need = Need::for_run(threshold, cycle_began);
     let concurrency = broker.settings.refresh_concurrency.max(1);
     let mut after = String::new();
     loop {
@@ -106,25 +109,14 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         run.considered += page.len() as i64;
         let mut results = futures::stream::iter(page)
             .map(|conn| async move {
-                let outcome =
-                    single_flight(broker, &conn.id, threshold, Some(since), "refresher").await;
+                let outcome = refresh(broker, &conn.id, need, "refresher").await;
                 (conn, outcome)
             })
             .buffer_unordered(concurrency);
         while let Some((conn, outcome)) = results.next().await {
-            match outcome {
-                // Counted once, by the run whose call reached the provider.
-                Ok((_, true)) => run.refreshed += 1,
-                Ok((_, false)) | Err(NoToken::Busy) => run.skipped += 1,
-                Err(NoToken::Status { message, .. }) => {
-                    run.failed += 1;
-                    record_error(&mut run, &conn, message.unwrap_or_default());
-                }
-                Err(NoToken::Internal(message)) => {
-                    run.failed += 1;
-                    record_error(&mut run, &conn, message);
-                }
-            }
+            // Counted once, by the run whose call reached the provider.
+            let called = outcome.map(|r| r.called_provider);
+            tally(&mut run, called, conn.org_id.as_str(), || conn.name.to_string());
         }
         broker.refresher.show(&run);
     }
@@ -185,32 +177,30 @@ async fn refresh_sessions(
             })
             .buffer_unordered(concurrency);
         while let Some((session, outcome)) = results.next().await {
-            match outcome {
-                Ok(fresh) if fresh.token_expires_at != session.token_expires_at => {
-                    run.refreshed += 1
-                }
-                Ok(_) | Err(NoToken::Busy) => run.skipped += 1,
-                Err(NoToken::Status { message, .. }) => {
-                    run.failed += 1;
-                    push_error(
-                        run,
-                        session.org_id.as_str(),
-                        &format!("{} (obo session {})", session.connection_name, session.id),
-                        message.unwrap_or_default(),
-                    );
-                }
-                Err(NoToken::Internal(message)) => {
-                    run.failed += 1;
-                    push_error(
-                        run,
-                        session.org_id.as_str(),
-                        &format!("{} (obo session {})", session.connection_name, session.id),
-                        message,
-                    );
-                }
-            }
+            let called = outcome.map(|(_, called)| called);
+            tally(run, called, session.org_id.as_str(), || {
+                format!("{} (obo session {})", session.connection_name, session.id)
+            });
         }
     }
+}
+
+/// When the cycle a run belongs to began. A scheduled run (and the run after start,
+/// which catches up a cycle this process may have missed) belongs to the cycle of the
+/// latest scheduled tick: the same instant on every replica, so what one replica
+/// refreshed in this cycle the others skip. A run started by hand begins its own.
+fn cycle_began(cron: &str, trigger: &str, started: DateTime<Utc>) -> DateTime<Utc> {
+    if trigger == "manual" {
+        return started;
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+        .ok()
+        .and_then(|schedule| schedule.find_previous_occurrence(&started, true).ok())
+        .unwrap_or(started)
 }
 
 /// Finishes as interrupted the runs whose process stopped before finishing them.
@@ -270,8 +260,23 @@ fn push_error(run: &mut RefreshRun, org_id: &str, connection_name: &str, message
     }
 }
 
-fn record_error(run: &mut RefreshRun, conn: &Connection, message: String) {
-    push_error(run, conn.org_id.as_str(), conn.name.as_str(), message);
+/// Counts one connection's (or session's) outcome in `run`: refreshed when this run's
+/// call reached the provider, skipped when there was nothing to do (or another replica
+/// held it too long), failed with its reason otherwise.
+fn tally(
+    run: &mut RefreshRun,
+    outcome: Result<bool, NoToken>,
+    org_id: &str,
+    what: impl FnOnce() -> String,
+) {
+    let message = match outcome {
+        Ok(true) => return run.refreshed += 1,
+        Ok(false) | Err(NoToken::Busy) => return run.skipped += 1,
+        Err(NoToken::Status { message, .. }) => message.unwrap_or_default(),
+        Err(NoToken::ProviderFailed { message, .. } | NoToken::Internal(message)) => message,
+    };
+    run.failed += 1;
+    push_error(run, org_id, &what(), message);
 }
 
 /// Schedules runs on the configured cron and one `startup` run after `delay`.
@@ -324,4 +329,39 @@ pub async fn status(broker: &Broker) -> super::Result<Status> {
         running: broker.refresher.current().or(running_elsewhere),
         next_run_at: broker.refresher.next_run_at().await,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 15, h, m, s).unwrap()
+    }
+
+    #[test]
+    fn a_scheduled_run_belongs_to_the_cycle_of_the_latest_tick() {
+        let cron = "0 */30 * * * *";
+        assert_eq!(cycle_began(cron, "schedule", at(9, 30, 0)), at(9, 30, 0));
+        assert_eq!(
+            cycle_began(cron, "schedule", at(9, 31, 5)),
+            at(9, 30, 0),
+            "a tick that fired late"
+        );
+        assert_eq!(
+            cycle_began(cron, "startup", at(9, 59, 59)),
+            at(9, 30, 0),
+            "the run after start catches up the current cycle"
+        );
+    }
+
+    #[test]
+    fn a_run_started_by_hand_begins_its_own_cycle() {
+        assert_eq!(
+            cycle_began("0 */30 * * * *", "manual", at(9, 31, 5)),
+            at(9, 31, 5)
+        );
+    }
 }

@@ -16,8 +16,8 @@ use super::workflows::resolves_to;
 use crate::crypto::Aad;
 use crate::domain::{
     AssertionRules, Connection, ConnectionConfig, ConnectionName, ConnectionSecrets,
-    ConnectionStatus, FlowType, NewConnection, NewEvent, OboGrant, OrgId, Sealed, SecretWrites,
-    TokenAuthMethod, fields,
+    ConnectionStatus, FlowType, NewConnection, NewEvent, OboGrant, OrgId, Sealed, SealedRow,
+    SecretWrites, TokenAuthMethod, fields,
 };
 
 /// Connections and their secrets.

@@ -10,7 +10,7 @@ use super::sessions::SessionStore;
 use super::sql::{SqlStore, on_db, sealed_error};
 use super::types::RotationReport;
 use crate::crypto::{Aad, Keyring};
-use crate::domain::{Connection, OboSession, Sealed, fields};
+use crate::domain::{Connection, OboSession, Sealed, SealedRow, fields};
 
 /// Maintenance of what is sealed.
 #[async_trait]

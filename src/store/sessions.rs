@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, apply_writes, on_db, to_json};
 use super::types::{from_ms, to_ms};
-use crate::domain::{ConnectionName, OboSession, OrgId, Sealed, SecretWrites, fields};
+use crate::domain::{ConnectionName, OboSession, OrgId, Sealed, SealedRow, SecretWrites, fields};
 
 /// On-behalf-of sessions and their tokens.
 #[async_trait]

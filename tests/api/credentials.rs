@@ -75,15 +75,24 @@ struct Rotation {
 
 /// A provider with refresh-token rotation (RFC 9700 4.14.2): each refresh token works
 /// once; redeeming it returns a new access token and a new refresh token.
+/// Each answer can be delayed, so that requests overlap.
 #[derive(Clone)]
-struct RotatingProvider(Arc<Mutex<Rotation>>);
+struct RotatingProvider(Arc<Mutex<Rotation>>, Duration);
 
 impl RotatingProvider {
     fn new(initial: &str) -> Self {
-        Self(Arc::new(Mutex::new(Rotation {
-            current: initial.to_owned(),
-            ..Rotation::default()
-        })))
+        Self(
+            Arc::new(Mutex::new(Rotation {
+                current: initial.to_owned(),
+                ..Rotation::default()
+            })),
+            Duration::ZERO,
+        )
+    }
+
+    /// Every answer waits `delay` (after the token was rotated, as a provider would).
+    fn delayed(self, delay: Duration) -> Self {
+        Self(self.0, delay)
     }
 }
 
@@ -103,12 +112,14 @@ impl Respond for RotatingProvider {
         seen.issued += 1;
         let n = seen.issued;
         seen.current = format!("rt-{n}");
-        ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": format!("at-{n}"),
-            "token_type": "Bearer",
-            "expires_in": 3600,
-            "refresh_token": seen.current,
-        }))
+        ResponseTemplate::new(200)
+            .set_body_json(json!({
+                "access_token": format!("at-{n}"),
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "refresh_token": seen.current,
+            }))
+            .set_delay(self.1)
     }
 }
 
@@ -265,6 +276,65 @@ on_both_backends! {
         assert_eq!(calls_to(&server, "/cc").await, 2, "exactly one refresh");
     }
 
+    async fn a_forced_refresh_racing_another_replica_s_refresh_never_sends_a_used_refresh_token(app) {
+        // Arrange: a provider that rotates refresh tokens and takes 300 ms to answer (so
+        // the two requests overlap), a second service on the same database, and a
+        // connection 200 s from expiry (inside the 300 s a read asks for by default).
+        let server = MockServer::start().await;
+        let provider = RotatingProvider::new("rt-0").delayed(Duration::from_millis(300));
+        Mock::given(method("POST")).and(path("/token"))
+            .respond_with(provider.clone())
+            .mount(&server).await;
+        let replica = app.replica().await;
+        app.create_connection(None, &json!({
+            "connection_name": "rotating",
+            "oauth_flow_type": "refresh_token",
+            "client_id": "client-1",
+            "client_secret": "secret-1",
+            "token_url": format!("{}/token", server.uri()),
+            "refresh_token": "rt-0",
+        })).await;
+        for service in [&app, &replica] {
+            service.clock.advance(chrono::Duration::seconds(3400));
+        }
+
+        let mut requests = 1; // the creation redeemed rt-0
+        for round in ["forced and on-demand", "forced and forced"] {
+            requests += 2;
+            // Act: a forced refresh on one replica while the other refreshes too.
+            let forced = app
+                .admin(Method::POST, "/api/oauth/connections/rotating/refresh", None)
+                .send();
+            let other = async {
+                if round == "forced and forced" {
+                    let res = replica
+                        .admin(Method::POST, "/api/oauth/connections/rotating/refresh", None)
+                        .send()
+                        .await
+                        .unwrap();
+                    (res.status().as_u16(), res.json::<Value>().await.unwrap())
+                } else {
+                    read(&replica, &replica.admin_key, None, "rotating", "").await
+                }
+            };
+            let (forced, (other_status, other_body)) = futures::future::join(forced, other).await;
+            let forced = forced.unwrap();
+
+            // Assert: both answered, one provider call between them, no token sent twice.
+            assert_eq!(forced.status(), 200, "{round}: the forced refresh: {}", forced.text().await.unwrap());
+            assert_eq!(other_status, 200, "{round}: the other replica: {other_body}");
+            let rejected = provider.0.lock().unwrap().rejected.clone();
+            assert_eq!(rejected, Vec::<String>::new(), "{round}: a used refresh token was presented");
+            let issued = provider.0.lock().unwrap().issued;
+            assert!(issued <= requests, "{round}: at most one provider call per request, {issued} in all");
+            let conn = connection(&app, None, "rotating").await;
+            assert_eq!(conn["status"], "completed", "{round}: {conn}");
+            for service in [&app, &replica] {
+                service.clock.advance(chrono::Duration::seconds(1));
+            }
+        }
+    }
+
     async fn two_replicas_refresh_a_rotating_grant_once_per_expiry(app) {
         // Arrange: a provider that rotates refresh tokens, a second service on the same
         // database, and an imported refresh token.
@@ -291,13 +361,14 @@ on_both_backends! {
                 service.clock.advance(chrono::Duration::seconds(3400));
             }
 
-            // Act: 50 reads on each replica while both refreshers run.
+            // Act: 50 reads on each replica while both replicas' scheduled runs of one
+            // cycle go.
             let reads = futures::future::join_all(
                 (0..100).map(|i| read(if i % 2 == 0 { &app } else { &replica }, &key, Some("acme"), "rotating", "")),
             );
             let runs = futures::future::join(
-                oauth_broker::service::refresher::run(app.broker.clone(), "manual"),
-                oauth_broker::service::refresher::run(replica.broker.clone(), "manual"),
+                oauth_broker::service::refresher::run(app.broker.clone(), "schedule"),
+                oauth_broker::service::refresher::run(replica.broker.clone(), "schedule"),
             );
             let (answers, (run_a, run_b)) = futures::future::join(reads, runs).await;
 

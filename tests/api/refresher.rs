@@ -158,21 +158,44 @@ on_both_backends! {
         .await;
     }
 
-    async fn a_second_run_right_after_the_first_does_not_refresh_again(app) {
+    async fn a_second_scheduled_run_in_one_cycle_does_not_refresh_again_but_a_manual_run_does(app) {
+        // Created at 09:00 (a token valid 1 h, inside the 4 h threshold: always due).
         let server = MockServer::start().await;
         let url = mount_numbered(&server, "cc", 3600).await;
         app.create_connection(None, &client_credentials_body("graph", &url)).await;
-        app.clock.advance(chrono::Duration::minutes(10));
-        let state = app.broker.clone();
+        // 09:40, in the cycle of the 09:30 tick.
+        app.clock.advance(chrono::Duration::minutes(40));
+        let broker = app.broker.clone();
 
-        let first = oauth_broker::service::refresher::run(state.clone(), "manual").await.expect("first run starts");
+        let first = oauth_broker::service::refresher::run(broker.clone(), "schedule").await.expect("first run starts");
         assert_eq!((first.considered, first.refreshed, first.skipped, first.failed), (1, 1, 0, 0), "{first:?}");
         assert_eq!(calls_to(&server, "/cc").await, 2);
 
-        // Still due (1 h left, threshold 4 h), but just refreshed.
-        let second = oauth_broker::service::refresher::run(state, "manual").await.expect("second run starts");
+        // 09:41: still due, refreshed in this cycle already.
+        app.clock.advance(chrono::Duration::minutes(1));
+        let second = oauth_broker::service::refresher::run(broker.clone(), "schedule").await.expect("second run starts");
         assert_eq!((second.considered, second.refreshed, second.skipped, second.failed), (1, 0, 1, 0), "{second:?}");
-        assert_eq!(calls_to(&server, "/cc").await, 2, "no provider call for what was just refreshed");
+        assert_eq!(calls_to(&server, "/cc").await, 2, "no provider call for what this cycle refreshed");
+
+        // 09:42: a run started by hand refreshes what is due and was not refreshed since it began.
+        app.clock.advance(chrono::Duration::minutes(1));
+        let manual = oauth_broker::service::refresher::run(broker, "manual").await.expect("manual run starts");
+        assert_eq!((manual.considered, manual.refreshed, manual.skipped, manual.failed), (1, 1, 0, 0), "{manual:?}");
+        assert_eq!(calls_to(&server, "/cc").await, 3);
+    }
+
+    async fn a_run_started_by_hand_right_after_creation_refreshes_the_connection(app) {
+        // A client-credentials connection fetched its first token on creation, at 09:00.
+        let server = MockServer::start().await;
+        let url = mount_numbered(&server, "cc", 3600).await;
+        app.create_connection(None, &client_credentials_body("graph", &url)).await;
+        app.clock.advance(chrono::Duration::seconds(1));
+
+        let run = oauth_broker::service::refresher::run(app.broker.clone(), "manual").await.expect("run starts");
+
+        assert_eq!((run.considered, run.refreshed, run.skipped, run.failed), (1, 1, 0, 0), "{run:?}");
+        assert_eq!(calls_to(&server, "/cc").await, 2, "the run called the provider");
+        assert_eq!(connection(&app, None, "graph").await["last_refresh_at"], "2026-01-15T09:00:01Z");
     }
 
     async fn one_run_refreshes_more_due_connections_than_fit_on_a_page(app) {

@@ -14,7 +14,7 @@ use crate::http::extract::JsonBody;
 use crate::http::extract::{OrgHeader, parse_name};
 use crate::http::routes::connections::ConnectionView;
 use crate::service::Broker;
-use crate::service::{authorization, connections, refresh as refreshes};
+use crate::service::{authorization, refresh as refreshes, testing};
 
 #[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -103,7 +103,7 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let outcome = connections::test_connection(&broker, &org, &name, &caller.name).await?;
+    let outcome = testing::test_connection(&broker, &org, &name, &caller.name).await?;
     Ok(HttpResponse::Ok().json(TestResponse {
         test_result: if outcome.success {
             TestResult::Success
