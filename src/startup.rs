@@ -85,6 +85,7 @@ async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<K
         );
     };
     if path.exists() {
+        warn_if_others_may_read(&path);
         return Keyring::from_file(&path)
             .with_context(|| format!("reading the key file {}", path.display()));
     }
@@ -119,6 +120,21 @@ async fn choose_keyring(settings: &Settings, pool: &AnyPool) -> anyhow::Result<K
          without it the stored secrets cannot be read"
     );
     Ok(ring)
+}
+
+/// The key file opens every stored secret: say so when other users may read it.
+fn warn_if_others_may_read(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "the encryption key file can be read by other users: `chmod 600` it"
+            );
+        }
+    }
 }
 
 pub struct Application {

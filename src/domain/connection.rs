@@ -30,6 +30,13 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// The URLs the broker sends this connection's secrets to (the client secret, refresh
+    /// tokens, users' assertions), by field name. Changing one must come with the secret
+    /// again, or a write-only secret could be read back by pointing it elsewhere.
+    pub fn secret_destinations(&self) -> Vec<(&'static str, Option<&str>)> {
+        vec![("token_url", Some(self.token_url.as_str()))]
+    }
+
     /// Whether both configure the same grant: the fields whose change discards the
     /// stored tokens ("needs reconnection"). The client secret is compared apart, sealed.
     pub fn same_grant_as(&self, other: &ConnectionConfig) -> bool {

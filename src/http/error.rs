@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{FieldErrors, Forbidden};
+use crate::domain::{Caller, FieldErrors, Forbidden};
 use crate::oauth::OboError;
 use crate::service::{Error as ServiceError, NoToken, OboFailure};
 
@@ -236,6 +236,71 @@ impl ApiError {
 
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         Self::Internal(e.into())
+    }
+
+    /// This answer as `caller` may see it: a workflow key is told what happened in the
+    /// broker's words, never the provider's (which an admin sees, in the connection's
+    /// `status_message` and events, and the log under the same correlation id).
+    pub fn for_caller(self, caller: &Caller) -> Self {
+        if caller.is_admin() {
+            return self;
+        }
+        match self {
+            // The assertion's own faults are the broker's findings: they stay.
+            Self::Obo {
+                code: ErrorCode::AssertionInvalid,
+                ..
+            } => self,
+            Self::ConnectionUnavailable { status, .. } => {
+                let message = match status.as_str() {
+                    "not_connected" => {
+                        "the connection is not connected: an admin must authorize it"
+                    }
+                    "waiting_callback" => "the connection waits for its authorization callback",
+                    "testing" => "the connection is being tested",
+                    "failed" => {
+                        "the connection failed and needs an admin, who sees why in its status"
+                    }
+                    _ => "the provider is failing; retry shortly",
+                };
+                Self::ConnectionUnavailable {
+                    status,
+                    message: Some(message.into()),
+                }
+            }
+            Self::Obo {
+                code,
+                claims,
+                provider_code,
+                correlation_id,
+                ..
+            } => {
+                let detail = match code {
+                    ErrorCode::OboRejected => {
+                        "the user's session is no longer valid; sign in again"
+                    }
+                    ErrorCode::ClaimsChallenge => {
+                        "the provider requires additional claims; repeat the request with `claims` after the user satisfies them"
+                    }
+                    ErrorCode::OboMisconfigured => {
+                        "the connection's client, audience or scopes are misconfigured; an admin sees why in the log"
+                    }
+                    ErrorCode::ProviderError => {
+                        "the provider could not be reached or answered badly"
+                    }
+                    _ => "the on-behalf-of exchange failed",
+                };
+                let detail = format!("{detail} (correlation id {correlation_id})");
+                Self::Obo {
+                    code,
+                    detail,
+                    claims,
+                    provider_code,
+                    correlation_id,
+                }
+            }
+            other => other,
+        }
     }
 
     fn problem(&self) -> Problem {

@@ -77,16 +77,58 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-/// Malformed JSON is 400; JSON of the wrong shape is 422 naming the field.
+/// Malformed JSON is 400; JSON of the wrong shape is 422 naming the field, and so is a
+/// string holding a control character (a NUL that PostgreSQL refuses, a newline that
+/// forges a log line): refused the same way on both databases, before anything is done.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // First as untyped JSON, so syntax errors and shape errors are told apart.
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    if let Some(field) = control_character_in(&value, "") {
+        return Err(FieldErrors::single(field, "must not contain control characters").into());
+    }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         FieldErrors::single(error_field(&path, &message, "body"), message).into()
     })
+}
+
+/// The path of the first string in `value` (keys included) holding a control character.
+fn control_character_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let has_control = |s: &str| s.chars().any(char::is_control);
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if has_control(s) => Some(if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| control_character_in(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if has_control(key) {
+                // Named by its place, not by itself: the key is what is wrong.
+                Some(if path.is_empty() {
+                    "body".to_owned()
+                } else {
+                    path.to_owned()
+                })
+            } else {
+                control_character_in(item, &child(key))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The field a deserialization error belongs to. serde reports a missing field at the

@@ -1,5 +1,8 @@
-//! Prometheus metrics: request counts and latency histograms by route and status,
-//! recorded by one middleware that also opens the request's span and logs one line.
+//! Prometheus metrics: request counts and latency histograms by method, route and
+//! status, recorded by one middleware that also opens the request's span and logs one
+//! line. Every label comes from a bounded set: the method is one of the standard ones
+//! or `other` (a client may send any token as a method), the route is a registered
+//! pattern or `unmatched`, the status a three-digit number.
 
 use std::time::Instant;
 
@@ -69,6 +72,21 @@ impl Metrics {
     }
 }
 
+/// The method as a label: a client may send any token of up to 64 KiB as a method.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Times the request, labels it with its route *pattern* (never the path or query, which
 /// may carry a code or state), and logs one line.
 pub async fn track(
@@ -76,7 +94,7 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
@@ -86,7 +104,7 @@ pub async fn track(
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(metrics) = metrics {
-        metrics.observe(&method, &route, status, seconds);
+        metrics.observe(method, &route, status, seconds);
     }
     span.in_scope(|| {
         tracing::info!(status, latency_ms = seconds * 1000.0, "request");

@@ -139,6 +139,7 @@ impl ProviderClient {
         let call = self.outbound.call_not_replayable();
         let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
+            .map_err(|e| e.redacted(&sent(secrets, &[code, pkce_verifier])))
     }
 
     /// RFC 6749 4.4.
@@ -156,7 +157,7 @@ impl ProviderClient {
         }
         let call = self.outbound.call();
         let result = request.request_async(&call).await;
-        TokenSet::from_result(result, &call)
+        TokenSet::from_result(result, &call).map_err(|e| e.redacted(&sent(secrets, &[])))
     }
 
     /// RFC 6749 6. Scopes are not sent: the grant keeps the scopes it was given.
@@ -189,5 +190,21 @@ impl ProviderClient {
         let call = self.outbound.call_not_replayable();
         let result = request.request_async(&call).await;
         TokenSet::from_result(result, &call)
+            .map_err(|e| e.redacted(&sent(secrets, &[refresh_token])))
     }
+}
+
+/// The secrets a token request carries: what a provider's error text must not repeat.
+pub(super) fn sent<'a>(
+    secrets: &'a ConnectionSecrets,
+    others: &[&'a SecretString],
+) -> Vec<&'a str> {
+    secrets
+        .client_secret
+        .iter()
+        .chain(secrets.refresh_token.iter())
+        .chain(secrets.access_token.iter())
+        .chain(others.iter().copied())
+        .map(|s| s.expose_secret())
+        .collect()
 }

@@ -47,7 +47,43 @@ pub fn sanitize(text: &str) -> String {
     clean.trim().to_owned()
 }
 
+/// `text` without the secrets the request carried. A provider that reflects the
+/// request in its `error_description` (some echo the whole form) would otherwise put a
+/// client secret, a refresh token or a user's assertion into a status message, an event
+/// and a log line. Each secret is looked for as sent (raw, form-encoded, and its
+/// base64url JWT parts are covered by the raw form) and as the text may have re-encoded it.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        let encoded = form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+        let escaped = secret.replace('/', "\\/");
+        for form in [secret.to_string(), encoded, escaped] {
+            if text.contains(&form) {
+                text = text.replace(&form, "[redacted]");
+            }
+        }
+    }
+    text
+}
+
 impl ProviderError {
+    /// This error with the request's `secrets` removed from the provider's text.
+    pub fn redacted(self, secrets: &[&str]) -> Self {
+        match self {
+            ProviderError::Permanent { code, description } => ProviderError::Permanent {
+                code: redact(&code, secrets),
+                description: description.map(|d| redact(&d, secrets)),
+            },
+            ProviderError::Transient {
+                reason,
+                retry_after,
+            } => ProviderError::Transient {
+                reason: redact(&reason, secrets),
+                retry_after,
+            },
+        }
+    }
+
     pub fn is_permanent(&self) -> bool {
         matches!(self, ProviderError::Permanent { .. })
     }

@@ -1,5 +1,6 @@
 //! Local validation of a user's token before an on-behalf-of exchange: signature against
-//! the issuer's JWKS (cached, refetched on an unknown `kid` at most every 30 s), then the
+//! the issuer's JWKS (cached per URL, fetched once at a time per URL, refetched on an
+//! unknown `kid` at most every 30 s, a failed fetch remembered for 15 s), then the
 //! claims against our clock with 60 s of skew, `iss`, `aud`, `tid`, and refusal of a
 //! token already issued for the downstream resource (a chained token).
 
@@ -20,6 +21,9 @@ use crate::domain::AssertionRules;
 pub const SKEW_SECONDS: i64 = 60;
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+/// A JWKS that could not be read is not asked for again this soon: an issuer that is
+/// down or hangs costs each caller one answer from memory, not one timeout each.
+const JWKS_FAILURE_TTL: Duration = Duration::from_secs(15);
 
 /// Why an assertion was refused; the message names the claim.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -57,14 +61,17 @@ pub enum JwtError {
 struct Cached {
     set: Option<Arc<JwkSet>>,
     fetched: Option<Instant>,
+    /// The last fetch failed, when, and why.
+    failed: Option<(Instant, String)>,
+    /// One fetch of this URL at a time: concurrent cold or unknown-kid requests for it
+    /// share one; other URLs do not wait for it.
+    fetching: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// JWKS by URL.
 pub struct JwksCache {
     outbound: Arc<Outbound>,
     sets: Mutex<HashMap<String, Cached>>,
-    /// One fetch at a time: concurrent cold or unknown-kid requests share it.
-    fetching: tokio::sync::Mutex<()>,
 }
 
 fn audiences(claims: &serde_json::Value) -> Vec<String> {
@@ -109,24 +116,31 @@ impl JwksCache {
         Self {
             outbound,
             sets: Mutex::new(HashMap::new()),
-            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
     async fn fetch(&self, url: &str) -> Result<Arc<JwkSet>, JwtError> {
-        let value = self
-            .outbound
-            .get_json(url)
-            .await
-            .map_err(|e| JwtError::Jwks(e.to_string()))?;
-        let set: JwkSet =
-            serde_json::from_value(value).map_err(|_| JwtError::Jwks("not a JWK set".into()))?;
-        let set = Arc::new(set);
+        let fetched = match self.outbound.get_json(url).await {
+            Ok(value) => {
+                serde_json::from_value::<JwkSet>(value).map_err(|_| "not a JWK set".to_owned())
+            }
+            Err(e) => Err(e.to_string()),
+        };
         let mut sets = self.sets.lock().expect("jwks lock");
         let entry = sets.entry(url.to_owned()).or_default();
-        entry.set = Some(set.clone());
-        entry.fetched = Some(Instant::now());
-        Ok(set)
+        match fetched {
+            Ok(set) => {
+                let set = Arc::new(set);
+                entry.set = Some(set.clone());
+                entry.fetched = Some(Instant::now());
+                entry.failed = None;
+                Ok(set)
+            }
+            Err(reason) => {
+                entry.failed = Some((Instant::now(), reason.clone()));
+                Err(JwtError::Jwks(reason))
+            }
+        }
     }
 
     fn cached(&self, url: &str) -> (Option<Arc<JwkSet>>, Option<Instant>) {
@@ -134,6 +148,20 @@ impl JwksCache {
         sets.get(url)
             .map(|c| (c.set.clone(), c.fetched))
             .unwrap_or((None, None))
+    }
+
+    /// Why this URL's last fetch failed, if it failed within `JWKS_FAILURE_TTL`.
+    fn recent_failure(&self, url: &str) -> Option<String> {
+        let sets = self.sets.lock().expect("jwks lock");
+        sets.get(url)
+            .and_then(|c| c.failed.as_ref())
+            .filter(|(at, _)| at.elapsed() < JWKS_FAILURE_TTL)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    fn fetch_lock(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut sets = self.sets.lock().expect("jwks lock");
+        sets.entry(url.to_owned()).or_default().fetching.clone()
     }
 
     fn usable(jwk: &jsonwebtoken::jwk::Jwk, kid: &str) -> Result<DecodingKey, JwtError> {
@@ -158,9 +186,16 @@ impl JwksCache {
         {
             return Self::usable(jwk, kid);
         }
-        // A cold cache, an aged one, or an unknown kid (perhaps a rotation). One fetch at
-        // a time; whoever waited re-checks what the fetch before it brought.
-        let _fetching = self.fetching.lock().await;
+        // A cold cache, an aged one, or an unknown kid (perhaps a rotation). One fetch of
+        // this URL at a time; whoever waited re-checks what the fetch before it brought.
+        if let Some(reason) = self.recent_failure(url) {
+            return Err(JwtError::Jwks(reason));
+        }
+        let lock = self.fetch_lock(url);
+        let _fetching = lock.lock().await;
+        if let Some(reason) = self.recent_failure(url) {
+            return Err(JwtError::Jwks(reason));
+        }
         let (set, fetched) = self.cached(url);
         let fresh = fetched.is_some_and(|at| at.elapsed() <= JWKS_TTL);
         if let (Some(set), true) = (&set, fresh) {

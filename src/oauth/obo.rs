@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::client::ProviderClient;
+use super::client::{ProviderClient, sent};
+use super::error::redact;
 use super::error::sanitize;
 use super::token::{LenientTokenResponse, TokenSet};
 use crate::domain::{Connection, ConnectionSecrets};
@@ -46,6 +47,30 @@ pub enum OboError {
     /// Network, 5xx, unreadable replies.
     #[error("{0}")]
     Provider(String),
+}
+
+impl OboError {
+    /// This error with the request's `secrets` removed from the provider's text.
+    pub fn redacted(self, secrets: &[&str]) -> Self {
+        match self {
+            OboError::Rejected(d) => OboError::Rejected(redact(&d, secrets)),
+            OboError::ClaimsChallenge {
+                claims,
+                description,
+            } => OboError::ClaimsChallenge {
+                claims,
+                description: redact(&description, secrets),
+            },
+            OboError::Misconfigured {
+                provider_code,
+                description,
+            } => OboError::Misconfigured {
+                provider_code: redact(&provider_code, secrets),
+                description: redact(&description, secrets),
+            },
+            OboError::Provider(d) => OboError::Provider(redact(&d, secrets)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,16 +167,20 @@ impl ProviderClient {
             }
         }
         let body = form_encode(&pairs).into_bytes();
-        let request = builder.body(body).map_err(|_| OboError::Misconfigured {
+        let request_assertion = request.assertion;
+        let claims_sent = request.claims.map(str::to_owned);
+        let http_request = builder.body(body).map_err(|_| OboError::Misconfigured {
             provider_code: "invalid_configuration".into(),
             description: "the connection's token_url is not usable".into(),
         })?;
         let call = self.outbound().call();
+        let mut sent = sent(secrets, &[request_assertion]);
+        sent.extend(claims_sent.as_deref());
         let response = call
-            .send(request)
+            .send(http_request)
             .await
-            .map_err(|e| OboError::Provider(e.to_string()))?;
-        read_reply(response.status().as_u16(), response.body())
+            .map_err(|e| OboError::Provider(e.to_string()).redacted(&sent))?;
+        read_reply(response.status().as_u16(), response.body()).map_err(|e| e.redacted(&sent))
     }
 }
 

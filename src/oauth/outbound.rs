@@ -3,7 +3,10 @@
 //! every attempt, retries with exponential backoff and jitter on network errors, 5xx and
 //! 429 (honouring a short `Retry-After`), none on other 4xx. Addresses are checked after
 //! DNS resolution so a provider URL cannot reach loopback, private or link-local
-//! addresses (cloud metadata) unless configured.
+//! addresses (cloud metadata) unless configured. System proxies (`HTTP_PROXY`,
+//! `HTTPS_PROXY`) are never used: a proxy would resolve names itself, past that check.
+//! Reply bodies are read with a cap (`TOKEN_REPLY_CAP`, `DOCUMENT_CAP`): one provider
+//! sending an endless body cannot exhaust the process's memory.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -11,6 +14,11 @@ use std::time::Duration;
 
 use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// The largest token endpoint reply read (a token reply is a few KiB at most).
+pub const TOKEN_REPLY_CAP: usize = 1024 * 1024;
+/// The largest JSON document read (a JWKS, a discovery document).
+pub const DOCUMENT_CAP: usize = 256 * 1024;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +115,26 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            // Addresses that carry an IPv4 address reach it: the IPv4 rules apply.
+            // 64:ff9b::/96 NAT64 (RFC 6052) and ::/96 IPv4-compatible (RFC 4291 2.5.5.1):
+            // the last 32 bits; 2002::/16 6to4 (RFC 3056): bits 16 to 48.
+            if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0])
+                || (s[0..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified())
+            {
+                return is_public(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_public(IpAddr::V4(embedded(s[1], s[2])));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // 64:ff9b:1::/48 local NAT64 (RFC 8215)
                 || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
         }
     }
@@ -121,6 +144,7 @@ impl Outbound {
     pub fn new(config: OutboundConfig) -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("oauth-broker/", env!("CARGO_PKG_VERSION")))
@@ -209,11 +233,29 @@ impl Outbound {
                 response.status().as_u16()
             )));
         }
-        response
-            .json()
-            .await
-            .map_err(|_| TransportError("the reply is not JSON".into()))
+        let body = read_capped(response, DOCUMENT_CAP).await?;
+        serde_json::from_slice(&body).map_err(|_| TransportError("the reply is not JSON".into()))
     }
+}
+
+/// The body of `response`, refused once it passes `cap` bytes (by its declared length
+/// before reading anything, else as it streams in).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, TransportError> {
+    let too_large = || TransportError(format!("the reply is larger than {} KiB", cap / 1024));
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn describe(e: reqwest::Error) -> TransportError {
@@ -367,9 +409,9 @@ async fn into_oauth2_response(
     for (name, value) in response.headers() {
         builder = builder.header(name, value);
     }
-    let body = response.bytes().await.map_err(describe)?;
+    let body = read_capped(response, TOKEN_REPLY_CAP).await?;
     builder
-        .body(body.to_vec())
+        .body(body)
         .map_err(|e| TransportError(format!("unreadable response: {e}")))
 }
 
@@ -391,13 +433,25 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+            "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
+            "::a00:1",            // IPv4-compatible 10.0.0.1
+            "2002:7f00:1::1",     // 6to4 of 127.0.0.1
+            "2002:c0a8:101::1",   // 6to4 of 192.168.1.1
+            "64:ff9b:1::1",       // local-use NAT64
         ] {
             assert!(
                 !is_public(ip.parse().unwrap()),
                 "{ip} must not count as public"
             );
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::808:808", // NAT64 of 8.8.8.8
+            "2002:808:808::1",  // 6to4 of 8.8.8.8
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }
     }

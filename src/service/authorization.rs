@@ -7,13 +7,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::grants::{self, status_event};
 use super::{Broker, Error, Result};
-use crate::domain::{ConnectionName, ConnectionStatus, EventKind, FieldErrors, FlowType, OrgId};
-use crate::domain::{NewEvent, NewPending, SecretWrites};
+use crate::domain::{
+    ConnectionName, ConnectionStatus, EventKind, FieldErrors, FlowType, NewEvent, NewPending, OrgId,
+};
 use crate::oauth::ProviderError;
-use crate::service::grants::{self, status_event};
+use crate::store::StartAuthorization;
 
 pub const STATE_LIFETIME_MINUTES: i64 = 10;
+/// Authorizations a connection may have under way at once; a new one drops the oldest.
+pub const MAX_PENDING_PER_CONNECTION: usize = 10;
 
 pub fn state_hash(state: &str) -> String {
     crate::crypto::sha256_hex(state.as_bytes())
@@ -25,10 +29,20 @@ pub struct Started {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Checks `return_to` against the configured origins (no open redirect).
+/// Checks `return_to` against the configured origins (no open redirect): an absolute
+/// http(s) URL without user information (`https://evil.example@app.example/` reads as
+/// one host to a person and another to a browser), whose origin is allowed.
 pub fn check_return_to(broker: &Broker, return_to: &str) -> Result<()> {
     let url = url::Url::parse(return_to)
         .map_err(|_| FieldErrors::single("return_to", "must be an absolute URL"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(FieldErrors::single("return_to", "must be an http or https URL").into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            FieldErrors::single("return_to", "must not carry a user name or password").into(),
+        );
+    }
     let origin = url.origin().ascii_serialization();
     if broker
         .settings
@@ -74,39 +88,28 @@ pub async fn start(
     let expires_at = now + Duration::minutes(STATE_LIFETIME_MINUTES);
     broker
         .store
-        .insert_pending(NewPending {
-            state_hash: state_hash(started.state.expose_secret()),
-            org_id: org.clone(),
-            connection_id: conn.id.clone(),
-            pkce_verifier: started.pkce_verifier,
-            redirect_uri,
-            return_to,
-            created_at: now,
-            expires_at,
+        .start_authorization(StartAuthorization {
+            pending: NewPending {
+                state_hash: state_hash(started.state.expose_secret()),
+                org_id: org.clone(),
+                connection_id: conn.id.clone(),
+                pkce_verifier: started.pkce_verifier,
+                redirect_uri,
+                return_to,
+                created_at: now,
+                expires_at,
+            },
+            connection_name: &conn.name,
+            keep: MAX_PENDING_PER_CONNECTION,
+            started: NewEvent::for_connection(&conn, EventKind::AuthorizeStarted, actor, now, None),
+            status_changed: status_event(
+                &conn,
+                ConnectionStatus::WaitingCallback,
+                actor,
+                now,
+                None,
+            ),
         })
-        .await?;
-    let mut next = conn.clone();
-    let mut events = vec![NewEvent::for_connection(
-        &conn,
-        EventKind::AuthorizeStarted,
-        actor,
-        now,
-        None,
-    )];
-    if conn.status != ConnectionStatus::WaitingCallback {
-        events.push(status_event(
-            &conn,
-            ConnectionStatus::WaitingCallback,
-            actor,
-            now,
-            None,
-        ));
-    }
-    next.status = ConnectionStatus::WaitingCallback;
-    next.updated_at = now;
-    broker
-        .store
-        .save_connection(&next, SecretWrites::default(), events)
         .await?;
     Ok(Started {
         authorization_url: started.url,
@@ -267,6 +270,10 @@ pub async fn callback(
         now,
     )
     .await?;
+    // This grant replaces whatever an older link would have connected.
+    if let Err(e) = broker.store.drop_pending_of(&conn.id).await {
+        tracing::warn!(error = %e, "could not drop the connection's older authorization links");
+    }
     if testing {
         let (_, outcome) =
             super::testing::test(broker, &stored, ACTOR, Some(ConnectionStatus::Completed)).await?;

@@ -265,6 +265,7 @@ pub async fn update(
 
     let mut secrets = SecretWrites::default();
     let mut has_secret = current.has_client_secret();
+    let client_secret_given = patch.client_secret.is_some();
     if let Some(secret) = patch.client_secret {
         has_secret = secret.is_some();
         secrets.client_secret = match secret {
@@ -292,6 +293,23 @@ pub async fn update(
 
     let mut errors = FieldErrors::default();
     check_config(&next.config, has_secret, has_refresh, &mut errors);
+    let moved: Vec<&str> = next
+        .config
+        .secret_destinations()
+        .into_iter()
+        .zip(current.config.secret_destinations())
+        .filter(|((_, new), (_, old))| new != old)
+        .map(|((field, _), _)| field)
+        .collect();
+    if !moved.is_empty() && current.has_client_secret() && !client_secret_given {
+        errors.add(
+            "client_secret",
+            format!(
+                "changing {} sends the client secret there: give client_secret again in the same request",
+                moved.join(", ")
+            ),
+        );
+    }
     errors.finish()?;
     if changed.is_empty() {
         return Ok(current);
@@ -332,6 +350,26 @@ pub async fn update(
         }
     }
     next.updated_at = now;
+    if credentials_changed && current.config.flow_type == FlowType::OnBehalfOf {
+        // Users' sessions were granted to the old client at the old token endpoint:
+        // their refresh tokens must not go to the new one. Ended first, so a failed
+        // save leaves them ended rather than pointed at the new endpoint.
+        let ended = broker
+            .store
+            .revoke_obo_sessions_of(&current.id, now)
+            .await?;
+        if ended > 0 {
+            events.push(NewEvent::for_connection(
+                &current,
+                EventKind::StatusChanged,
+                actor,
+                now,
+                Some(format!(
+                    "{ended} obo session(s) revoked: the connection's client or token endpoint changed"
+                )),
+            ));
+        }
+    }
     Ok(broker.store.save_connection(&next, secrets, events).await?)
 }
 

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use super::refresh::ensure_fresh;
 use super::{Broker, Error, NoToken, Result};
 use crate::domain::{
-    Connection, ConnectionName, ConnectionStatus, EventKind, NewEvent, OrgId, WorkflowId,
+    Caller, Connection, ConnectionName, ConnectionStatus, EventKind, NewEvent, OrgId, WorkflowId,
 };
 
 /// A token served: the connection it came from (the caller's org's, or GLOBAL's) and
@@ -28,7 +28,7 @@ pub async fn read(
     name: &ConnectionName,
     min_valid: Duration,
     workflow: Option<WorkflowId>,
-    actor: &str,
+    caller: &Caller,
 ) -> Result<Served> {
     if let Some(w) = &workflow
         && broker.store.is_workflow_disabled(w.as_str(), org).await?
@@ -58,7 +58,7 @@ pub async fn read(
             message: Some("no access token is stored".into()),
         })?;
     if let Some(w) = workflow {
-        record_read(broker, &conn, org, w, actor);
+        record_read(broker, &conn, org, w, caller);
     }
     Ok(Served {
         connection: conn,
@@ -66,24 +66,29 @@ pub async fn read(
     })
 }
 
-/// Records the read on the workflow's dependency and (throttled) as an event, off the
-/// request's path.
+/// Records the read on the workflow's registered dependency and, when there is one, as
+/// a `credentials_read` event: off the request's path, and throttled (see `ReadLog`), so
+/// that a busy workflow, or a key inventing workflow ids, cannot turn reads into writes.
+/// A workflow that registered no dependency on the connection is not recorded at all.
 fn record_read(
     broker: &Arc<Broker>,
     conn: &Connection,
     org: &OrgId,
     workflow: WorkflowId,
-    actor: &str,
+    caller: &Caller,
 ) {
-    // One write per connection and workflow a minute: a busy workflow must not turn
-    // every read into a write on the database's single writer (SQLite).
-    if !broker.reads.due(&conn.id, workflow.as_str()) {
+    if !broker.reads.due(
+        &conn.id,
+        &caller.key_id,
+        workflow.as_str(),
+        broker.clock.now(),
+    ) {
         return;
     }
     let event = NewEvent::for_connection(
         conn,
         EventKind::CredentialsRead,
-        actor,
+        &caller.name,
         broker.clock.now(),
         Some(format!("workflow {workflow}")),
     );
@@ -96,15 +101,18 @@ fn record_read(
             return;
         };
         let now = broker.clock.now();
-        if let Err(e) = broker
+        match broker
             .store
             .touch_dependency(workflow.as_str(), &org, &name, now)
             .await
         {
-            tracing::warn!(error = %e, "could not record a credentials read");
-        }
-        if let Err(e) = broker.store.insert_events(vec![event]).await {
-            tracing::warn!(error = %e, "could not record a credentials_read event");
+            Ok(true) => {
+                if let Err(e) = broker.store.insert_events(vec![event]).await {
+                    tracing::warn!(error = %e, "could not record a credentials_read event");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record a credentials read"),
         }
     });
 }

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -100,18 +99,25 @@ impl OboCaches {
 
 // --- credentials reads ---------------------------------------------------------------------
 
-/// `credentials_read` events are recorded at most this often per connection and workflow,
-/// so a busy workflow does not turn every read into a write.
-const READ_EVENT_INTERVAL: StdDuration = StdDuration::from_secs(60);
+/// A read is recorded at most this often per connection, key and workflow, so a busy
+/// workflow does not turn every read into a write.
+const READ_EVENT_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
+/// Distinct workflows recorded per connection and key in one interval, at most: a key
+/// that sends a new `X-Workflow-Id` on every read cannot turn reads into writes.
+const WORKFLOWS_PER_INTERVAL: usize = 16;
 /// Reads recorded at once, at most: the rest wait their turn off the request path, so
 /// that a burst of first reads (one write each) cannot take every pooled connection from
 /// the reads themselves (measured: p99 1.2 s at 16 connections before this bound).
 const READ_RECORDS_AT_ONCE: usize = 2;
 
-/// Last recorded read (dependency touch and `credentials_read` event) per (connection,
-/// workflow), and the writes recording them.
+/// When a read interval began, and the workflows recorded in it.
+type Recorded = (DateTime<Utc>, Vec<String>);
+
+/// Reads recorded lately (dependency touch and `credentials_read` event), by (connection
+/// or session, key): when the interval began and which workflows it recorded; and the
+/// writes recording them.
 pub struct ReadLog {
-    seen: Mutex<HashMap<(String, String), Instant>>,
+    seen: Mutex<HashMap<(String, String), Recorded>>,
     pub writers: Arc<tokio::sync::Semaphore>,
 }
 
@@ -125,19 +131,25 @@ impl Default for ReadLog {
 }
 
 impl ReadLog {
-    /// Whether a read of this connection by this workflow should be recorded now.
-    pub fn due(&self, connection_id: &str, workflow: &str) -> bool {
+    /// Whether a read of `read` (a connection or session id) by `key_id` for `workflow`
+    /// at `now` (the broker's clock) should be recorded.
+    pub fn due(&self, read: &str, key_id: &str, workflow: &str, now: DateTime<Utc>) -> bool {
         let mut seen = self.seen.lock().expect("read log lock");
+        let fresh = |began: &DateTime<Utc>| now - *began < READ_EVENT_INTERVAL;
         if seen.len() > 50_000 {
-            seen.retain(|_, at| at.elapsed() < READ_EVENT_INTERVAL);
+            seen.retain(|_, (began, _)| fresh(began));
         }
-        let key = (connection_id.to_owned(), workflow.to_owned());
-        match seen.get(&key) {
-            Some(at) if at.elapsed() < READ_EVENT_INTERVAL => false,
-            _ => {
-                seen.insert(key, Instant::now());
-                true
-            }
+        let entry = seen
+            .entry((read.to_owned(), key_id.to_owned()))
+            .or_insert_with(|| (now, Vec::new()));
+        if !fresh(&entry.0) {
+            *entry = (now, Vec::new());
         }
+        let (_, workflows) = entry;
+        if workflows.len() >= WORKFLOWS_PER_INTERVAL || workflows.iter().any(|w| w == workflow) {
+            return false;
+        }
+        workflows.push(workflow.to_owned());
+        true
     }
 }

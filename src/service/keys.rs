@@ -106,6 +106,19 @@ pub async fn bootstrap(
         if store.find_api_key(&hash).await?.is_some() {
             return Ok(Bootstrap::Nothing);
         }
+        if let Some(revoked) = store.find_revoked_api_key(&hash).await? {
+            let at = revoked
+                .revoked_at
+                .map(|at| at.to_rfc3339())
+                .unwrap_or_default();
+            anyhow::bail!(
+                "OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY is the key `{}` (id {}), which was revoked at {at}. \
+                 A revoked key stays revoked. Unset OAUTH_BROKER_BOOTSTRAP_ADMIN_KEY (other admin keys \
+                 exist), or set it to a new key (e.g. `openssl rand -base64 32`) to register that one.",
+                revoked.name,
+                revoked.id
+            );
+        }
         let prefix = display_prefix(key);
         let mut name = "bootstrap-admin".to_owned();
         for attempt in 0.. {

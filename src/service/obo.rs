@@ -142,13 +142,28 @@ pub async fn exchange(
     let conn = obo_connection(broker, org, name).await?;
     let cfg = config(&conn)?;
     let scopes = match scopes {
-        Some(s) => Scopes::parse(&s)
-            .map_err(|e| FieldErrors::single("scopes", e.0))?
-            .as_slice()
-            .to_vec(),
+        Some(s) => {
+            let asked = Scopes::parse(&s).map_err(|e| FieldErrors::single("scopes", e.0))?;
+            // A caller narrows the connection's scopes, never widens them: an admin chose
+            // what this middle tier may act as.
+            if let Some(other) = asked
+                .as_slice()
+                .iter()
+                .find(|s| !conn.config.scopes.contains(s))
+            {
+                return Err(FieldErrors::single(
+                    "scopes",
+                    format!("`{other}` is not one of the connection's scopes"),
+                )
+                .into());
+            }
+            asked.as_slice().to_vec()
+        }
         None => conn.config.scopes.clone(),
     };
-    check_assertion(broker, &conn, &cfg, &assertion, &scopes).await?;
+    // A chained token is refused for any resource the connection may reach, whatever the
+    // caller narrowed the request to.
+    check_assertion(broker, &conn, &cfg, &assertion, &conn.config.scopes).await?;
 
     // The key holds a hash of the assertion, never the assertion.
     let key = sha256_hex(
@@ -412,27 +427,34 @@ pub async fn session_credentials(
             status: ConnectionStatus::Failed,
             message: Some("the session holds no access token".into()),
         })?;
-    let mut used = session.clone();
-    used.last_used_at = Some(now);
-    let saved = match broker
-        .store
-        .save_obo_session(&used, SecretWrites::default())
-        .await
-    {
-        Ok(s) => s,
-        Err(_) => session.clone(), // a concurrent refresh won the row: the token is still good
+    // Recorded (last use and a `credentials_read` event) at most once a minute per
+    // session and key: a read must not be a write each time.
+    let saved = if broker.reads.due(&session.id, &caller.key_id, "", now) {
+        let mut used = session.clone();
+        used.last_used_at = Some(now);
+        let saved = match broker
+            .store
+            .save_obo_session(&used, SecretWrites::default())
+            .await
+        {
+            Ok(s) => s,
+            Err(_) => session.clone(), // a concurrent refresh won the row: the token is still good
+        };
+        broker
+            .store
+            .insert_events(vec![session_event(
+                &saved,
+                &saved.connection_id,
+                EventKind::CredentialsRead,
+                &caller.name,
+                now,
+                "credentials read",
+            )])
+            .await?;
+        saved
+    } else {
+        session
     };
-    broker
-        .store
-        .insert_events(vec![session_event(
-            &saved,
-            &saved.connection_id,
-            EventKind::CredentialsRead,
-            &caller.name,
-            now,
-            "credentials read",
-        )])
-        .await?;
     // The org whose connection served it (GLOBAL's, for an org without its own).
     let served_by = broker
         .store

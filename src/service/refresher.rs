@@ -116,7 +116,9 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
         while let Some((conn, outcome)) = results.next().await {
             // Counted once, by the run whose call reached the provider.
             let called = outcome.map(|r| r.called_provider);
-            tally(&mut run, called, conn.org_id.as_str(), || conn.name.to_string());
+            tally(&mut run, called, conn.org_id.as_str(), || {
+                conn.name.to_string()
+            });
         }
         broker.refresher.show(&run);
     }

@@ -14,6 +14,8 @@ pub trait KeyStore {
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
     /// An active (not revoked) key by the SHA-256 of its secret.
     async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+    /// A revoked key by the SHA-256 of its secret (a revoked key stays revoked).
+    async fn find_revoked_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
     /// True when a key was revoked now.
     async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
@@ -46,6 +48,19 @@ impl KeyStore for SqlStore {
             })
         })?;
         row.try_into()
+    }
+
+    async fn find_revoked_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row: Option<ApiKeyRow> = on_db!(self, |pool| {
+            sqlx::query_as(
+                "select id, name, role, org_scope, key_prefix, created_at, created_by, revoked_at \
+                 from api_keys where key_hash = $1 and revoked_at is not null",
+            )
+            .bind(key_hash)
+            .fetch_optional(pool)
+            .await
+        })?;
+        row.map(ApiKey::try_from).transpose()
     }
 
     async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {

@@ -33,7 +33,7 @@ pub use keys::KeyStore;
 pub use lookups::{Lookups, Usable};
 pub use meta::MetaStore;
 pub use open::{DynStore, Store, open_pool};
-pub use pending::PendingStore;
+pub use pending::{PendingStore, StartAuthorization};
 pub use rotation::RotationStore;
 pub use runs::RunStore;
 pub use sessions::SessionStore;

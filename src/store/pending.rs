@@ -6,15 +6,36 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use super::error::{StoreError, StoreResult};
-use super::sql::{SqlStore, on_db, sealed_error};
+use super::events::insert_event;
+use super::sql::{SqlStore, commit_write, in_write_tx, on_db, sealed_error};
 use super::types::{from_ms, to_ms};
 use crate::crypto::Aad;
-use crate::domain::{NewPending, OrgId, PendingAuthorization, fields};
+use crate::domain::{ConnectionName, NewEvent, NewPending, OrgId, PendingAuthorization, fields};
+
+/// A started authorization's writes, one transaction.
+pub struct StartAuthorization<'a> {
+    pub pending: NewPending,
+    /// The connection's name (for the lookups its write invalidates).
+    pub connection_name: &'a ConnectionName,
+    /// Of the connection's pending authorizations, the newest this many are kept.
+    pub keep: usize,
+    /// Always recorded (`authorize_started`).
+    pub started: NewEvent,
+    /// Recorded when this start moved the connection to `waiting_callback`.
+    pub status_changed: NewEvent,
+}
 
 /// The states of authorization code flows under way.
 #[async_trait]
 pub trait PendingStore {
-    async fn insert_pending(&self, pending: NewPending) -> StoreResult<()>;
+    /// Records a started authorization: the new state, the connection's oldest states
+    /// beyond `keep` dropped, the connection marked `waiting_callback` whatever its
+    /// version (concurrent starts, a double click, all succeed with their own state),
+    /// and the events, in one transaction.
+    async fn start_authorization(&self, start: StartAuthorization<'_>) -> StoreResult<()>;
+    /// Drops the connection's pending authorizations (a newer one completed: an older
+    /// link must not swap the connected account later); returns how many.
+    async fn drop_pending_of(&self, connection_id: &str) -> StoreResult<u64>;
     /// Deletes and returns the pending authorization in one statement, so a state is
     /// used at most once however many callbacks race for it.
     async fn take_pending(&self, state_hash: &str) -> StoreResult<Option<PendingAuthorization>>;
@@ -27,12 +48,21 @@ type PendingRow = (String, String, String, String, String, Option<String>, i64);
 
 #[async_trait]
 impl PendingStore for SqlStore {
-    async fn insert_pending(&self, pending: NewPending) -> StoreResult<()> {
+    async fn start_authorization(&self, start: StartAuthorization<'_>) -> StoreResult<()> {
+        let pending = &start.pending;
         let sealed = self.keyring.seal(
             pending.pkce_verifier.expose_secret(),
             verifier_aad(pending.org_id.as_str(), &pending.state_hash),
         );
-        on_db!(self, |pool| {
+        in_write_tx!(self, |tx| {
+            // The connection's row first: concurrent starts for one connection queue here
+            // (PostgreSQL's row lock; SQLite's write lock is the whole database), so each
+            // one's cap below sees the others' links.
+            sqlx::query("update connections set updated_at = $2 where id = $1")
+                .bind(&pending.connection_id)
+                .bind(to_ms(pending.created_at))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "insert into pending_authorizations (state_hash, org_id, connection_id, \
                  pkce_verifier_sealed, redirect_uri, return_to, created_at, expires_at) \
@@ -41,15 +71,51 @@ impl PendingStore for SqlStore {
             .bind(&pending.state_hash)
             .bind(pending.org_id.as_str())
             .bind(&pending.connection_id)
-            .bind(sealed)
+            .bind(&sealed)
             .bind(&pending.redirect_uri)
             .bind(&pending.return_to)
             .bind(to_ms(pending.created_at))
             .bind(to_ms(pending.expires_at))
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            // The oldest go: an unbounded number of live links per connection would be
+            // an unbounded number of ways to swap its account.
+            sqlx::query(
+                "delete from pending_authorizations where connection_id = $1 and state_hash not in \
+                 (select state_hash from pending_authorizations where connection_id = $1 \
+                 order by created_at desc, state_hash desc limit $2)",
+            )
+            .bind(&pending.connection_id)
+            .bind(start.keep as i64)
+            .execute(&mut *tx)
+            .await?;
+            let moved = sqlx::query(
+                "update connections set status = 'waiting_callback', updated_at = $2, \
+                 version = version + 1 where id = $1 and status <> 'waiting_callback'",
+            )
+            .bind(&pending.connection_id)
+            .bind(to_ms(pending.created_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            insert_event!(&mut *tx, &start.started);
+            if moved > 0 {
+                insert_event!(&mut *tx, &start.status_changed);
+            }
+            commit_write!(self, tx, start.connection_name.as_str(), false);
         });
         Ok(())
+    }
+
+    async fn drop_pending_of(&self, connection_id: &str) -> StoreResult<u64> {
+        let dropped = on_db!(self, |pool| {
+            sqlx::query("delete from pending_authorizations where connection_id = $1")
+                .bind(connection_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(dropped)
     }
 
     async fn take_pending(&self, state_hash: &str) -> StoreResult<Option<PendingAuthorization>> {

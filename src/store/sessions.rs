@@ -42,6 +42,13 @@ pub trait SessionStore {
     ) -> StoreResult<Vec<OboSession>>;
     /// Deletes sessions that expired or were revoked before `before`.
     async fn purge_obo_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Revokes every live session of a connection and discards their tokens (its grant
+    /// changed); returns how many.
+    async fn revoke_obo_sessions_of(
+        &self,
+        connection_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 }
 
 /// The columns of `SessionRow`, in a `select` or a `returning`.
@@ -197,6 +204,26 @@ impl SessionStore for SqlStore {
                 .rows_affected()
         });
         Ok(purged)
+    }
+
+    async fn revoke_obo_sessions_of(
+        &self,
+        connection_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let revoked = on_db!(self, |pool| {
+            sqlx::query(
+                "update obo_sessions set revoked_at = $2, token_expires_at = null, \
+                 access_token_sealed = null, refresh_token_sealed = null, version = version + 1 \
+                 where connection_id = $1 and revoked_at is null",
+            )
+            .bind(connection_id)
+            .bind(to_ms(now))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(revoked)
     }
 }
 

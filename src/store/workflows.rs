@@ -33,13 +33,14 @@ pub trait WorkflowStore {
         org: &OrgId,
         name: &ConnectionName,
     ) -> StoreResult<bool>;
+    /// Records a read on a registered dependency; false when there is none.
     async fn touch_dependency(
         &self,
         workflow_id: &str,
         org: &OrgId,
         name: &ConnectionName,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
     async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>>;
     async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
@@ -155,14 +156,15 @@ impl WorkflowStore for SqlStore {
         Ok(deleted == 1)
     }
 
+    /// Records a read on a registered dependency; false when there is none.
     async fn touch_dependency(
         &self,
         workflow_id: &str,
         org: &OrgId,
         name: &ConnectionName,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        on_db!(self, |pool| {
+    ) -> StoreResult<bool> {
+        let touched = on_db!(self, |pool| {
             sqlx::query(
                 "update workflow_dependencies set last_accessed_at = $4 \
                  where workflow_id = $1 and org_id = $2 and connection_name = $3",
@@ -172,9 +174,10 @@ impl WorkflowStore for SqlStore {
             .bind(name.as_str())
             .bind(to_ms(now))
             .execute(pool)
-            .await?;
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(touched > 0)
     }
 
     async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool> {

@@ -538,6 +538,18 @@ on_both_backends! {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(last_accessed, "2026-01-15T09:01:30Z", "the read's time is recorded");
+        // And its event, written right after.
+        let mut reads = 0;
+        for _ in 0..50 {
+            let events = app.admin(Method::GET, "/api/oauth/connections/graph/events", Some("acme")).send().await.unwrap();
+            let events: Value = events.json().await.unwrap();
+            reads = events["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "credentials_read").count();
+            if reads > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(reads, 1, "the read is an event of the connection");
 
         // A malformed workflow id is refused.
         let problem = assert_refused(

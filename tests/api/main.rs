@@ -16,6 +16,7 @@ mod hardening;
 mod obo;
 mod openapi;
 mod refresher;
+mod review;
 mod secrets;
 mod security;
 mod workflows;

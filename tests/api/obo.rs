@@ -641,7 +641,10 @@ on_both_backends! {
     async fn exchanges_are_cached_per_assertion_and_scopes_until_five_minutes_before_expiry(app) {
         let idp = Idp::start().await;
         mount_numbered_tokens(&idp.provider, "graph").await;
-        idp.connect(&app, None, CONNECTION, "jwt_bearer").await;
+        // The connection may act for two scopes; a caller narrows them per request.
+        let mut body = idp.connection_body(CONNECTION, "jwt_bearer");
+        body["scopes"] = json!([GRAPH_DEFAULT, "https://graph.microsoft.com/User.Read"]);
+        app.create_connection(None, &body).await;
         let key = app.create_key("wf-acme", "workflow", "acme").await;
         let first = user_token();
         let ask = |assertion: &str, scopes: Option<&[&str]>| {
@@ -685,7 +688,7 @@ on_both_backends! {
         let requests = idp.token_requests().await;
         assert_eq!(form_value(&requests[2], "assertion").as_deref(), Some(second.as_str()));
 
-        // Other scopes are another entry, and are what is asked for.
+        // Other scopes (of the connection's) are another entry, and are what is asked for.
         let user_read = "https://graph.microsoft.com/User.Read";
         let answer = ask(&first, Some(&[user_read])).await;
         let body = assert_exchanged(&answer, "other scopes");
@@ -999,7 +1002,9 @@ on_both_backends! {
             .collect();
         let count = |kind: &str| mine.iter().filter(|e| e["kind"] == kind).count();
         assert_eq!(count("token_acquired"), 1, "{mine:?}");
-        assert_eq!(count("credentials_read"), 12, "one per read: {mine:?}");
+        // Twelve reads over seven hours: recorded once a minute per session and key, so
+        // the second read of each hour is not an event.
+        assert_eq!(count("credentials_read"), 7, "one per session, key and minute: {mine:?}");
         assert_eq!(count("refreshed"), 6, "{mine:?}");
         assert!(
             mine.iter().filter(|e| e["kind"] == "credentials_read").all(|e| e["actor"] == "wf-acme"),
@@ -1264,5 +1269,92 @@ mod a_rotated_signing_key_is_fetched_once_the_refetch_interval_passed {
             "graph-3"
         );
         assert_eq!(idp.jwks_fetches().await, 1);
+    }
+}
+
+on_both_backends! {
+    async fn a_hanging_jwks_of_one_org_does_not_hold_up_another_and_its_failure_is_remembered(app) {
+        // Arrange: org `slow`'s issuer keys never answer; org `fast`'s do.
+        let idp = Idp::start().await;
+        mount_numbered_tokens(&idp.provider, "graph").await;
+        let hanging = crate::support::hostile::Hostile::hanging().await;
+        let mut slow = idp.connection_body(CONNECTION, "jwt_bearer");
+        slow["assertion_validation"]["jwks_url"] = json!(format!("{}/keys", hanging.url));
+        app.create_connection(Some("slow"), &slow).await;
+        idp.connect(&app, Some("fast"), CONNECTION, "jwt_bearer").await;
+        let slow_key = app.create_key("wf-slow", "workflow", "slow").await;
+        let fast_key = app.create_key("wf-fast", "workflow", "fast").await;
+        let assertion = user_token();
+
+        // Act: `slow`'s exchange waits on its JWKS; `fast`'s starts once that wait began.
+        let slow_exchange = exchange(&app, &slow_key, Some("slow"), CONNECTION, json!({"assertion": assertion}));
+        let fast_exchange = async {
+            while hanging.connections() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let answer = exchange(&app, &fast_key, Some("fast"), CONNECTION, json!({"assertion": assertion})).await;
+            (answer, hanging.connections())
+        };
+        let mut slow_exchange = std::pin::pin!(slow_exchange);
+        let ((fast, _), slow_pending_when_fast_done) = {
+            let fast_exchange = std::pin::pin!(fast_exchange);
+            match futures::future::select(fast_exchange, &mut slow_exchange).await {
+                futures::future::Either::Left((fast, _)) => (fast, true),
+                futures::future::Either::Right(_) => panic!("the slow exchange finished before the fast one"),
+            }
+        };
+        let slow = slow_exchange.await;
+
+        // Assert: `fast` was served while `slow` still waited; `slow` failed as the
+        // provider's fault, and a second try is answered from memory, not a new wait.
+        assert!(slow_pending_when_fast_done);
+        assert_exchanged(&fast, "the other org's exchange");
+        assert_eq!(slow.status, 502, "{}", slow.body);
+        let again = exchange(&app, &slow_key, Some("slow"), CONNECTION, json!({"assertion": assertion})).await;
+        assert_eq!(again.status, 502, "{}", again.body);
+        assert_eq!(hanging.connections(), 1, "a failed JWKS is not fetched again at once");
+    }
+
+    async fn moving_the_token_endpoint_ends_the_connection_s_sessions(app) {
+        let idp = Idp::start().await;
+        let grants = Grants::new("sess");
+        grants.mount(&idp.provider).await;
+        idp.connect(&app, None, CONNECTION, "jwt_bearer").await;
+        let key = app.create_key("wf-acme", "workflow", "acme").await;
+        let session = create_session(&app, &key, "acme", json!({"connection_name": CONNECTION, "assertion": user_token()})).await;
+        assert_eq!(session_credentials(&app, &key, "acme", &session).await.status, 200);
+
+        // An admin points the connection elsewhere (with its secret, as required).
+        let moved = send(app.admin(Method::PATCH, &format!("/api/oauth/connections/{CONNECTION}"), None).json(&json!({
+            "token_url": format!("{}/elsewhere", idp.provider.uri()),
+            "client_secret": "s",
+        }))).await;
+        assert_eq!(moved.status, 200, "{}", moved.body);
+
+        // The session is over: its refresh token never reaches the new endpoint.
+        app.clock.advance(Duration::hours(2));
+        let answer = session_credentials(&app, &key, "acme", &session).await;
+        assert_eq!(answer.status, 410, "{}", answer.body);
+        let sealed = app.db.query_texts("select refresh_token_sealed from obo_sessions").await;
+        assert_eq!(sealed, vec![vec!["NULL".to_owned()]], "its refresh token is discarded");
+        assert_eq!(calls_to(&idp.provider, "/elsewhere").await, 0);
+    }
+
+    async fn a_caller_cannot_ask_for_scopes_the_connection_does_not_have(app) {
+        let idp = Idp::start().await;
+        mount_numbered_tokens(&idp.provider, "graph").await;
+        idp.connect(&app, None, CONNECTION, "jwt_bearer").await;
+        let key = app.create_key("wf-acme", "workflow", "acme").await;
+        let problem = assert_refused(
+            &app,
+            "a scope the admin never configured",
+            app.with_key(&key, Method::POST, &format!("/api/oauth/credentials/{CONNECTION}/on-behalf-of"), Some("acme"))
+                .json(&json!({"assertion": user_token(), "scopes": ["https://outlook.office.com/.default"]})),
+            422,
+            "validation_failed",
+            Some("scopes"),
+        ).await;
+        assert!(problem["errors"]["scopes"][0].as_str().unwrap().contains("outlook"), "{problem}");
+        assert_eq!(idp.token_calls().await, 0, "no exchange was made");
     }
 }

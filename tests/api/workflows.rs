@@ -160,6 +160,15 @@ on_both_backends! {
                 .header("X-Workflow-Id", "wf-1")
         };
         expect(as_wf1(), 200, "wf-1 reading before the deletion").await;
+        // The read is recorded off the request's path: let it land before comparing
+        // the database around the refusal below.
+        for _ in 0..50 {
+            let recorded = app.db.query_texts("select count(*) from events where kind = 'credentials_read'").await;
+            if recorded != vec![vec!["0".to_owned()]] {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
 
         // Without confirmation: 409 naming them, nothing changes.
         let problem = assert_refused(

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod hostile;
 pub mod process;
 pub mod seed;
 pub mod tokens;

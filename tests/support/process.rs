@@ -248,6 +248,16 @@ impl Server {
         self.request(self.admin_key(), method, path)
     }
 
+    /// Its resident memory now, in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = read(Path::new(&format!("/proc/{}/status", self.child.id())));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }

@@ -3,7 +3,7 @@
 //! credential. Answers a small HTML page; everything from the provider is escaped.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -63,10 +63,9 @@ impl From<CallbackQuery> for CallbackParams {
 pub async fn callback_get(
     broker: web::Data<Broker>,
     name: web::Path<String>,
-    query: web::Query<CallbackQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = authorization::callback(&broker, &name, query.into_inner().into()).await?;
-    Ok(render(&outcome))
+    answer(&broker, &name, req.query_string().as_bytes()).await
 }
 
 #[utoipa::path(
@@ -84,9 +83,75 @@ pub async fn callback_get(
 pub async fn callback_post(
     broker: web::Data<Broker>,
     name: web::Path<String>,
-    form: web::Form<CallbackQuery>,
+    req: HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = authorization::callback(&broker, &name, form.into_inner().into()).await?;
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|mime| {
+                mime.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if body.len() > crate::config::BODY_LIMIT_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    if !is_form {
+        return Ok(HttpResponse::UnsupportedMediaType()
+            .content_type("text/plain; charset=utf-8")
+            .body("the callback takes a form (application/x-www-form-urlencoded)"));
+    }
+    answer(&broker, &name, &body).await
+}
+
+/// The fields of the callback (RFC 6749 4.1.2, 4.1.2.1), each at most once: a
+/// parameter given twice is refused with the page, as any other bad callback, rather
+/// than one of its values being picked.
+fn parse_params(raw: &[u8]) -> Result<CallbackParams, String> {
+    let mut params = CallbackParams::default();
+    for (key, value) in form_urlencoded::parse(raw) {
+        let slot_taken = match key.as_ref() {
+            "code" => params
+                .code
+                .replace(SecretString::from(value.into_owned()))
+                .is_some(),
+            "state" => params
+                .state
+                .replace(SecretString::from(value.into_owned()))
+                .is_some(),
+            "error" => params.error.replace(value.into_owned()).is_some(),
+            "error_description" => params
+                .error_description
+                .replace(value.into_owned())
+                .is_some(),
+            _ => false,
+        };
+        if slot_taken {
+            return Err(format!(
+                "The callback carried `{}` more than once.",
+                crate::oauth::sanitize(&key)
+            ));
+        }
+    }
+    Ok(params)
+}
+
+async fn answer(
+    broker: &web::Data<Broker>,
+    name: &str,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let outcome = match parse_params(raw) {
+        Ok(params) => authorization::callback(broker, name, params).await?,
+        Err(message) => CallbackOutcome {
+            success: false,
+            message,
+            return_to: None,
+        },
+    };
     Ok(render(&outcome))
 }
 

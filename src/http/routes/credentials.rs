@@ -129,9 +129,10 @@ pub async fn get_credentials(
         &name,
         Duration::seconds(min_valid_for),
         workflow,
-        &caller.name,
+        &caller,
     )
-    .await?;
+    .await
+    .map_err(|e| ApiError::from(e).for_caller(&caller))?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(Credentials::of_connection(

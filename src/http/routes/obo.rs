@@ -91,7 +91,8 @@ pub async fn exchange(
         body.scopes,
         body.claims,
     )
-    .await?;
+    .await
+    .map_err(|e| ApiError::from(e).for_caller(&caller))?;
     let token = &done.token;
     let credentials = Credentials::new(
         done.connection.name.as_str(),
@@ -228,7 +229,8 @@ pub async fn create_session(
         body.max_lifetime_seconds,
         body.label,
     )
-    .await?;
+    .await
+    .map_err(|e| ApiError::from(e).for_caller(&caller))?;
     Ok(HttpResponse::Created().json(SessionCreated {
         session_id: session.id,
         expires_at: session.expires_at,
@@ -292,7 +294,9 @@ pub async fn session_credentials(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_org(&org)?;
     let id = parse_session_id(&id)?;
-    let (session, served_by, token) = obo::session_credentials(&broker, &caller, &org, &id).await?;
+    let (session, served_by, token) = obo::session_credentials(&broker, &caller, &org, &id)
+        .await
+        .map_err(|e| ApiError::from(e).for_caller(&caller))?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(Credentials::new(
