@@ -36,6 +36,9 @@ pub struct Settings {
     pub refresh_cron: String,
     pub refresh_threshold_seconds: u64,
     pub refresh_concurrency: usize,
+    /// Provider calls in flight per run to one provider host, so that one slow provider
+    /// cannot take every slot.
+    pub refresh_concurrency_per_host: usize,
     /// Lifetime assumed when a token response has no `expires_in`.
     pub default_token_lifetime_seconds: u64,
     /// Comma-separated origins `return_to` may point at.
@@ -53,6 +56,8 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// HTTP worker threads; defaults to the number of cores.
     pub http_workers: Option<usize>,
+    /// How long events and finished refresher runs are kept (days).
+    pub history_retention_days: u64,
     /// Longest lifetime of an on-behalf-of session (default 90 days).
     pub obo_session_max_lifetime_seconds: u64,
     /// Run the scheduled refresher in this process.
@@ -76,7 +81,8 @@ impl Default for Settings {
             bootstrap_admin_key: None,
             refresh_cron: "0 */30 * * * *".into(),
             refresh_threshold_seconds: 4 * 3600,
-            refresh_concurrency: 16,
+            refresh_concurrency: 64,
+            refresh_concurrency_per_host: 8,
             default_token_lifetime_seconds: 3600,
             allowed_return_origins: None,
             allow_private_provider_addresses: false,
@@ -90,6 +96,7 @@ impl Default for Settings {
             refresher_enabled: true,
             refresh_startup_delay_seconds: 10,
             obo_session_max_lifetime_seconds: 90 * 86_400,
+            history_retention_days: 30,
         }
     }
 }
@@ -103,6 +110,7 @@ struct Defaults {
     refresh_cron: String,
     refresh_threshold_seconds: u64,
     refresh_concurrency: usize,
+    refresh_concurrency_per_host: usize,
     default_token_lifetime_seconds: u64,
     allow_private_provider_addresses: bool,
     log_format: LogFormat,
@@ -114,6 +122,7 @@ struct Defaults {
     refresher_enabled: bool,
     refresh_startup_delay_seconds: u64,
     obo_session_max_lifetime_seconds: u64,
+    history_retention_days: u64,
 }
 
 impl Settings {
@@ -126,6 +135,7 @@ impl Settings {
             refresh_cron: d.refresh_cron,
             refresh_threshold_seconds: d.refresh_threshold_seconds,
             refresh_concurrency: d.refresh_concurrency,
+            refresh_concurrency_per_host: d.refresh_concurrency_per_host,
             default_token_lifetime_seconds: d.default_token_lifetime_seconds,
             allow_private_provider_addresses: d.allow_private_provider_addresses,
             log_format: d.log_format,
@@ -137,6 +147,7 @@ impl Settings {
             refresher_enabled: d.refresher_enabled,
             refresh_startup_delay_seconds: d.refresh_startup_delay_seconds,
             obo_session_max_lifetime_seconds: d.obo_session_max_lifetime_seconds,
+            history_retention_days: d.history_retention_days,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Ok(path) = std::env::var("OAUTH_BROKER_CONFIG") {

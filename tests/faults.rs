@@ -137,7 +137,11 @@ async fn kill_during_a_run_then_restart(db: TestDb) {
     let broker = broker_on(
         &db,
         Some(keys.expose_secret()),
-        &[("OAUTH_BROKER_REFRESH_CONCURRENCY", &concurrency)],
+        &[
+            ("OAUTH_BROKER_REFRESH_CONCURRENCY", &concurrency),
+            // One provider host here: let it have every slot.
+            ("OAUTH_BROKER_REFRESH_CONCURRENCY_PER_HOST", &concurrency),
+        ],
     );
     let server = broker.serve(&[]).await;
 

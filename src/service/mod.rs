@@ -14,6 +14,7 @@ pub mod keys;
 pub mod obo;
 pub mod refresh;
 pub mod refresher;
+pub mod retention;
 mod single_flight;
 #[cfg(test)]
 mod test_support;

@@ -21,11 +21,19 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::refresh::{Need, refresh};
+use super::refresh::{Need, refresh_claimed};
 use super::{Broker, NoToken};
 use crate::domain::{RefreshRun, RunError};
+use crate::store::Claim;
 
 const PAGE_SIZE: i64 = 500;
+/// Connections claimed by one statement; a batch is refreshed before the next is claimed.
+const BATCH: i64 = 256;
+/// How long a claim holds a batch: as long as a refresh lease, so a dead replica's
+/// batch is free again as soon as its leases would be. A claim that lapses before its
+/// connection's turn costs nothing: the refresh re-leases it, and skips it when another
+/// replica has meanwhile taken it.
+const CLAIM_SECONDS: i64 = super::refresh::LEASE_SECONDS;
 const MAX_RECORDED_ERRORS: usize = 100;
 /// How often a run in progress records that its process is alive.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -86,16 +94,24 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
     let cycle_began = cycle_began(&broker.settings.refresh_cron, trigger, started);
     let need = Need::for_run(threshold, cycle_began);
     let concurrency = broker.settings.refresh_concurrency.max(1);
+    let limits = Limits::new(concurrency, broker.settings.refresh_concurrency_per_host);
     let mut after = String::new();
     loop {
-        let page = match broker
-            .store
-            .due_connections(started + threshold, started, &after, PAGE_SIZE)
-            .await
-        {
-            Ok(page) => page,
+        // One statement claims a batch: with several replicas each takes its own.
+        let now = broker.clock.now();
+        let claim = Claim {
+            owner: &broker.replica_id,
+            now,
+            until: now + Duration::seconds(CLAIM_SECONDS),
+            due_before: started + threshold,
+            not_refreshed_since: cycle_began,
+            after_id: &after,
+            limit: BATCH,
+        };
+        let batch = match broker.store.claim_due_connections(&claim).await {
+            Ok(batch) => batch,
             Err(e) => {
-                tracing::error!(error = %e, "refresher could not read due connections");
+                tracing::error!(error = %e, "refresher could not claim due connections");
                 run.errors.push(RunError {
                     org_id: "-".into(),
                     connection_name: "-".into(),
@@ -104,34 +120,42 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
                 break;
             }
         };
-        let Some(last) = page.last() else { break };
+        let Some(last) = batch.last() else { break };
         after = last.id.clone();
-        run.considered += page.len() as i64;
-        let mut results = futures::stream::iter(page)
-            .map(|conn| async move {
-                let outcome = refresh(broker, &conn.id, need, "refresher").await;
-                (conn, outcome)
+        run.considered += batch.len() as i64;
+        let mut results = futures::stream::iter(batch)
+            .map(|conn| {
+                let limits = &limits;
+                async move {
+                    let (org, name) = (conn.org_id.clone(), conn.name.clone());
+                    // The host's slot first, then the run's: a connection waiting for a
+                    // busy provider does not hold a slot another provider could use.
+                    let _host = limits.host(&conn.config.token_url).await;
+                    let _run = limits.overall().await;
+                    let outcome = refresh_claimed(broker, conn, need).await;
+                    (org, name, outcome)
+                }
             })
-            .buffer_unordered(concurrency);
-        while let Some((conn, outcome)) = results.next().await {
+            .buffer_unordered(BATCH as usize);
+        while let Some((org, name, outcome)) = results.next().await {
             // Counted once, by the run whose call reached the provider.
             let called = outcome.map(|r| r.called_provider);
-            tally(&mut run, called, conn.org_id.as_str(), || {
-                conn.name.to_string()
-            });
+            tally(&mut run, called, org.as_str(), || name.to_string());
+        }
+        if let Err(e) = broker.store.release_claims(&broker.replica_id).await {
+            tracing::warn!(error = %e, "could not release the run's claims (they lapse by themselves)");
         }
         broker.refresher.show(&run);
     }
     refresh_sessions(broker, &mut run, started, threshold, concurrency).await;
-    // Keep expired and revoked sessions a day, so their owners see 410 rather than 404.
-    match broker
-        .store
-        .purge_obo_sessions(started - Duration::days(1))
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "purged expired and revoked obo sessions"),
-        Err(e) => tracing::warn!(error = %e, "could not purge obo sessions"),
+    let purged = super::retention::purge_history(broker).await;
+    if purged != Default::default() {
+        tracing::info!(
+            events = purged.events,
+            refresh_runs = purged.refresh_runs,
+            ended_sessions = purged.ended_sessions,
+            "purged history past its retention"
+        );
     }
     run.finished_at = Some(broker.clock.now());
     if let Err(e) = broker.store.finish_refresh_run(&run).await {
@@ -184,6 +208,50 @@ async fn refresh_sessions(
                 format!("{} (obo session {})", session.connection_name, session.id)
             });
         }
+    }
+}
+
+/// How many provider calls a run makes at once: in all, and to each provider host.
+struct Limits {
+    overall: Arc<tokio::sync::Semaphore>,
+    per_host: usize,
+    hosts: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl Limits {
+    fn new(overall: usize, per_host: usize) -> Self {
+        Self {
+            overall: Arc::new(tokio::sync::Semaphore::new(overall.max(1))),
+            per_host: per_host.max(1),
+            hosts: Default::default(),
+        }
+    }
+
+    async fn overall(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.overall
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the run's semaphore is never closed")
+    }
+
+    /// A slot for calls to the host of `url` (the whole URL when it has no host).
+    async fn host(&self, url: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| url.to_owned());
+        let semaphore = self
+            .hosts
+            .lock()
+            .expect("host limits lock")
+            .entry(host)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .clone();
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("a host's semaphore is never closed")
     }
 }
 

@@ -339,7 +339,7 @@ impl OboColumn {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ConnectionRow {
-    id: String,
+    pub(super) id: String,
     org_id: String,
     name: String,
     flow_type: String,

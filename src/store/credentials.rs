@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::connections::{ConnectionRow, connection_columns};
 use super::error::StoreResult;
 use super::lookups::Usable;
-use super::sql::{SqlStore, on_db};
+use super::sql::{AnyPool, SqlStore, on_db};
 use super::types::{Leased, to_ms};
 use crate::domain::{Connection, ConnectionName, OrgId};
 
@@ -50,17 +50,57 @@ pub trait CredentialStore {
         after_id: &str,
         limit: i64,
     ) -> StoreResult<Vec<Connection>>;
+    /// Leases to `claim.owner` up to `claim.limit` connections due for a refresh, after
+    /// `claim.after_id` in id order, in one statement, and returns them: completed,
+    /// renewable, expiring before `due_before` (or of unknown expiry), not cooling down,
+    /// not refreshed since `not_refreshed_since`, and not leased by anyone. Replicas
+    /// claiming at once get different connections (PostgreSQL skips rows another
+    /// claim is locking; SQLite has one writer).
+    async fn claim_due_connections(&self, claim: &Claim<'_>) -> StoreResult<Vec<Connection>>;
+    /// Releases every lease `owner` holds; returns how many.
+    async fn release_claims(&self, owner: &str) -> StoreResult<u64>;
 }
 
-/// Lease statements for a table: take one that is free, expired or already ours; release
-/// ours.
+/// A refresher batch's claim.
+pub struct Claim<'a> {
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub due_before: DateTime<Utc>,
+    pub not_refreshed_since: DateTime<Utc>,
+    pub after_id: &'a str,
+    pub limit: i64,
+}
+
+/// The claim's statement; `$locking` is PostgreSQL's `for update skip locked`.
+macro_rules! claim_sql {
+    ($locking:literal) => {
+        concat!(
+            "update connections set lease_owner = $1, lease_until = $2 where id in \
+             (select id from connections where status = 'completed' \
+             and flow_type in ('client_credentials', 'refresh_token', 'authorization_code') \
+             and (token_expires_at is null or token_expires_at < $3) \
+             and (next_refresh_attempt_at is null or next_refresh_attempt_at <= $4) \
+             and (last_refresh_at is null or last_refresh_at < $5) \
+             and (lease_until is null or lease_until < $4) \
+             and id > $6 order by id limit $7",
+            $locking,
+            ") returning ",
+            connection_columns!()
+        )
+    };
+}
+
+/// Lease statements for a table: take one that is free, expired, already ours, or
+/// claimed by our replica's run (`$5`, the replica id); release ours.
 macro_rules! lease_sql {
     (take, $table:literal) => {
         concat!(
             "update ",
             $table,
             " set lease_owner = $2, lease_until = $4 \
-             where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2)"
+             where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2 \
+             or lease_owner = $5)"
         )
     };
     (release, $table:literal) => {
@@ -123,12 +163,16 @@ impl CredentialStore for SqlStore {
             Leased::Connection => lease_sql!(take, "connections"),
             Leased::OboSession => lease_sql!(take, "obo_sessions"),
         };
+        // A lease this replica's run claimed (owned by the replica's id) is this
+        // process's to take: its single flight already keeps one refresh per row.
+        let replica = owner.split(':').next().unwrap_or(owner);
         let taken = on_db!(self, |pool| {
             sqlx::query(sql)
                 .bind(id)
                 .bind(owner)
                 .bind(to_ms(now))
                 .bind(to_ms(until))
+                .bind(replica)
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -145,6 +189,42 @@ impl CredentialStore for SqlStore {
             sqlx::query(sql).bind(id).bind(owner).execute(pool).await?;
         });
         Ok(())
+    }
+
+    async fn claim_due_connections(&self, claim: &Claim<'_>) -> StoreResult<Vec<Connection>> {
+        let sql = match self.db {
+            AnyPool::Sqlite(_) => claim_sql!(""),
+            AnyPool::Postgres(_) => claim_sql!(" for update skip locked"),
+        };
+        let mut rows: Vec<ConnectionRow> = on_db!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(claim.owner)
+                .bind(to_ms(claim.until))
+                .bind(to_ms(claim.due_before))
+                .bind(to_ms(claim.now))
+                .bind(to_ms(claim.not_refreshed_since))
+                .bind(claim.after_id)
+                .bind(claim.limit)
+                .fetch_all(pool)
+                .await
+        })?;
+        // `returning` gives no order: the caller pages by id.
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        rows.into_iter().map(Connection::try_from).collect()
+    }
+
+    async fn release_claims(&self, owner: &str) -> StoreResult<u64> {
+        let released = on_db!(self, |pool| {
+            sqlx::query(
+                "update connections set lease_owner = null, lease_until = null \
+                 where lease_owner = $1",
+            )
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(released)
     }
 
     async fn due_connections(

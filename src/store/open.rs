@@ -13,6 +13,7 @@ use super::keys::KeyStore;
 use super::lookups::Lookups;
 use super::meta::MetaStore;
 use super::pending::PendingStore;
+use super::retention::RetentionStore;
 use super::rotation::RotationStore;
 use super::runs::RunStore;
 use super::sessions::SessionStore;
@@ -39,6 +40,7 @@ pub trait Store:
     + RunStore
     + EventStore
     + RotationStore
+    + RetentionStore
     + Send
     + Sync
     + 'static

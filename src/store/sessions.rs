@@ -40,8 +40,6 @@ pub trait SessionStore {
         after_id: &str,
         limit: i64,
     ) -> StoreResult<Vec<OboSession>>;
-    /// Deletes sessions that expired or were revoked before `before`.
-    async fn purge_obo_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Revokes every live session of a connection and discards their tokens (its grant
     /// changed); returns how many.
     async fn revoke_obo_sessions_of(
@@ -193,17 +191,6 @@ impl SessionStore for SqlStore {
         .await
         })?;
         rows.into_iter().map(OboSession::try_from).collect()
-    }
-
-    async fn purge_obo_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let purged = on_db!(self, |pool| {
-            sqlx::query("delete from obo_sessions where expires_at < $1 or revoked_at < $1")
-                .bind(to_ms(before))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(purged)
     }
 
     async fn revoke_obo_sessions_of(
