@@ -30,7 +30,7 @@ pub use event::{Event, NewEvent};
 pub use key::{ApiKey, NewApiKey};
 pub use names::{ConnectionName, OrgId, OrgScope, WorkflowId};
 pub use obo::{AssertionRules, OboSession};
-pub use page::{Page, PageRequest};
+pub use page::{ConnectionFilter, Page, PageRequest};
 pub use pending::{NewPending, PendingAuthorization};
 pub use provider_url::ProviderUrl;
 pub use run::{RefreshRun, RunError};

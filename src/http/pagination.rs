@@ -25,6 +25,7 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 /// `?limit=&starting_after=`, documented once for every list.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// Items per page, 1 to 1000 (default 100; 50 for events and deliveries).
     #[param(minimum = 1, maximum = 1000)]

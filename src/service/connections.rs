@@ -400,18 +400,22 @@ pub async fn delete(
     Ok(())
 }
 
-/// The connections of `orgs`, ordered by org then name.
-pub async fn list(broker: &Broker, orgs: &[OrgId]) -> Result<Vec<Connection>> {
-    Ok(broker.store.list_connections(orgs).await?)
+/// A page of the connections `filter` selects, ordered by org then name.
+pub async fn list(
+    broker: &Broker,
+    filter: &crate::domain::ConnectionFilter,
+    page: &crate::domain::PageRequest<(String, String)>,
+) -> Result<crate::domain::Page<Connection>> {
+    Ok(broker.store.list_connections(filter, page).await?)
 }
 
-/// The newest `limit` events of a connection, newest first.
+/// A page of a connection's events, newest first.
 pub async fn events(
     broker: &Broker,
     org: &OrgId,
     name: &ConnectionName,
-    limit: i64,
-) -> Result<Vec<crate::domain::Event>> {
+    page: &crate::domain::PageRequest<i64>,
+) -> Result<crate::domain::Page<crate::domain::Event>> {
     let conn = get(broker, org, name).await?;
-    Ok(broker.store.list_events(&conn.id, limit).await?)
+    Ok(broker.store.list_events(&conn.id, page).await?)
 }

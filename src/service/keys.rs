@@ -6,7 +6,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Broker, Error, Result};
-use crate::domain::{ApiKey, FieldErrors, NewApiKey, OrgScope, Role};
+use crate::domain::{ApiKey, FieldErrors, NewApiKey, OrgScope, Page, PageRequest, Role};
 use crate::store::DynStore;
 
 /// Every key starts with this, so a leaked one is easy to recognise (secret scanners).
@@ -165,9 +165,9 @@ pub async fn bootstrap(
     Ok(Bootstrap::CreatedFirstKey(key.expose_secret().to_owned()))
 }
 
-/// Every key, revoked ones included (no key material).
-pub async fn list(broker: &Broker) -> Result<Vec<ApiKey>> {
-    Ok(broker.store.list_api_keys().await?)
+/// A page of the keys by name, revoked ones included (no key material).
+pub async fn list(broker: &Broker, page: &PageRequest<String>) -> Result<Page<ApiKey>> {
+    Ok(broker.store.list_api_keys(page).await?)
 }
 
 /// Revokes an active key; `NotFound` if there is none with this id.

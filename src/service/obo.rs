@@ -670,19 +670,18 @@ pub async fn revoke_session(broker: &Broker, caller: &Caller, org: &OrgId, id: &
     Ok(())
 }
 
-/// The org's sessions (of one connection, when named) that `caller` may use: all of
-/// them for an admin, else those its key created.
+/// A page of the org's sessions (of one connection, when named) that `caller` may use:
+/// all of them for an admin, else those its key created.
 pub async fn list_sessions(
     broker: &Broker,
     caller: &Caller,
     org: &OrgId,
     connection_name: Option<&ConnectionName>,
-) -> Result<Vec<OboSession>> {
+    page: &crate::domain::PageRequest<String>,
+) -> Result<crate::domain::Page<OboSession>> {
+    let own = (!caller.is_admin()).then_some(caller.key_id.as_str());
     Ok(broker
         .store
-        .list_obo_sessions(org, connection_name)
-        .await?
-        .into_iter()
-        .filter(|s| caller.is_admin() || s.created_by_key_id == caller.key_id)
-        .collect())
+        .list_obo_sessions(org, connection_name, own, page)
+        .await?)
 }

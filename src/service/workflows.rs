@@ -2,7 +2,9 @@
 //! connection can warn, or disable them), and re-enabling a disabled workflow.
 
 use super::{Broker, Error, Result};
-use crate::domain::{ConnectionName, Dependency, DisabledWorkflow, OrgId, WorkflowId};
+use crate::domain::{
+    ConnectionName, Dependency, DisabledWorkflow, OrgId, Page, PageRequest, WorkflowId,
+};
 
 /// Registers (or updates) `workflow`'s use of connection `name`, which must exist in
 /// `org` or GLOBAL.
@@ -58,8 +60,13 @@ pub async fn remove(
     Ok(())
 }
 
-pub async fn disabled(broker: &Broker, org: &OrgId) -> Result<Vec<DisabledWorkflow>> {
-    Ok(broker.store.list_disabled_workflows(org).await?)
+/// A page of the org's disabled workflows, by workflow id.
+pub async fn disabled(
+    broker: &Broker,
+    org: &OrgId,
+    page: &PageRequest<String>,
+) -> Result<Page<DisabledWorkflow>> {
+    Ok(broker.store.list_disabled_workflows(org, page).await?)
 }
 
 pub async fn enable(broker: &Broker, org: &OrgId, workflow: &WorkflowId) -> Result<()> {

@@ -15,9 +15,9 @@ use super::types::{from_ms, to_ms};
 use super::workflows::resolves_to;
 use crate::crypto::Aad;
 use crate::domain::{
-    AssertionRules, Connection, ConnectionConfig, ConnectionName, ConnectionSecrets,
-    ConnectionStatus, FlowType, NewConnection, NewEvent, OboGrant, OrgId, Sealed, SealedRow,
-    SecretWrites, TokenAuthMethod, fields,
+    AssertionRules, Connection, ConnectionConfig, ConnectionFilter, ConnectionName,
+    ConnectionSecrets, ConnectionStatus, FlowType, NewConnection, NewEvent, OboGrant, OrgId, Page,
+    PageRequest, Sealed, SealedRow, SecretWrites, TokenAuthMethod, fields,
 };
 
 /// Connections and their secrets.
@@ -34,8 +34,13 @@ pub trait ConnectionStore {
         org: &OrgId,
         name: &ConnectionName,
     ) -> StoreResult<Option<Connection>>;
-    /// Connections of the given orgs, ordered by org then name.
-    async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>>;
+    /// A page of the connections `filter` selects, ordered by org then name; the
+    /// page key is `(org_id, name)`.
+    async fn list_connections(
+        &self,
+        filter: &ConnectionFilter,
+        page: &PageRequest<(String, String)>,
+    ) -> StoreResult<Page<Connection>>;
     /// Writes every mutable column of `conn` if its version is still current, applies
     /// the secret writes and appends the events, all in one transaction. Returns the
     /// row as stored (version incremented). `StoreError::Stale` if someone else wrote.
@@ -174,9 +179,13 @@ impl ConnectionStore for SqlStore {
         row.map(Connection::try_from).transpose()
     }
 
-    async fn list_connections(&self, orgs: &[OrgId]) -> StoreResult<Vec<Connection>> {
-        let (first, second) = match orgs {
-            [] => return Ok(Vec::new()),
+    async fn list_connections(
+        &self,
+        filter: &ConnectionFilter,
+        page: &PageRequest<(String, String)>,
+    ) -> StoreResult<Page<Connection>> {
+        let (first, second) = match filter.orgs.as_slice() {
+            [] => return Ok(Page::from_rows(Vec::new(), page)),
             [one] => (one, one),
             [one, two] => (one, two),
             _ => {
@@ -185,18 +194,36 @@ impl ConnectionStore for SqlStore {
                 ));
             }
         };
+        let (after_org, after_name) = page.after.clone().unzip();
+        let (low, high) = filter.name_range().unzip();
+        // Keyset: rows after the last one seen in (org_id, name) order, read from the
+        // unique (org_id, name) index; the name range is the prefix filter.
         let rows: Vec<ConnectionRow> = on_db!(self, |pool| {
             sqlx::query_as(concat!(
                 "select ",
                 connection_columns!(),
-                " from connections where org_id = $1 or org_id = $2 order by org_id, name"
+                " from connections where (org_id = $1 or org_id = $2) \
+                 and ($3 is null or org_id > $3 or (org_id = $3 and name > $4)) \
+                 and ($5 is null or status = $5) \
+                 and ($6 is null or (name >= $6 and name < $7)) \
+                 order by org_id, name limit $8"
             ))
             .bind(first.as_str())
             .bind(second.as_str())
+            .bind(after_org.as_deref())
+            .bind(after_name.as_deref())
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(low.as_deref())
+            .bind(high.as_deref())
+            .bind(page.fetch() as i64)
             .fetch_all(pool)
             .await
         })?;
-        rows.into_iter().map(Connection::try_from).collect()
+        let rows = rows
+            .into_iter()
+            .map(Connection::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page))
     }
 
     async fn save_connection(

@@ -5,14 +5,18 @@ use async_trait::async_trait;
 use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, in_write_tx, on_db};
 use super::types::from_ms;
-use crate::domain::{Event, EventKind, NewEvent};
+use crate::domain::{Event, EventKind, NewEvent, Page, PageRequest};
 
 /// The audit trail.
 #[async_trait]
 pub trait EventStore {
     async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
-    /// Newest first.
-    async fn list_events(&self, connection_id: &str, limit: i64) -> StoreResult<Vec<Event>>;
+    /// A page of a connection's events, newest first; the page key is the event id.
+    async fn list_events(
+        &self,
+        connection_id: &str,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Page<Event>>;
 }
 
 /// Appends one event inside the caller's transaction.
@@ -48,18 +52,28 @@ impl EventStore for SqlStore {
         Ok(())
     }
 
-    async fn list_events(&self, connection_id: &str, limit: i64) -> StoreResult<Vec<Event>> {
+    async fn list_events(
+        &self,
+        connection_id: &str,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Page<Event>> {
+        // Ids grow with time: newest first is id descending, on (connection_id, id).
         let rows: Vec<EventRow> = on_db!(self, |pool| {
             sqlx::query_as(
                 "select id, at, kind, actor, detail from events \
-                 where connection_id = $1 order by id desc limit $2",
+                 where connection_id = $1 and id < $2 order by id desc limit $3",
             )
             .bind(connection_id)
-            .bind(limit)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.fetch() as i64)
             .fetch_all(pool)
             .await
         })?;
-        rows.into_iter().map(Event::try_from).collect()
+        let rows = rows
+            .into_iter()
+            .map(Event::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page))
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, on_db, unique_to_conflict};
 use super::types::{from_ms, to_ms};
-use crate::domain::{ApiKey, NewApiKey, OrgScope, Role};
+use crate::domain::{ApiKey, NewApiKey, OrgScope, Page, PageRequest, Role};
 
 /// API keys.
 #[async_trait]
@@ -16,7 +16,8 @@ pub trait KeyStore {
     async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
     /// A revoked key by the SHA-256 of its secret (a revoked key stays revoked).
     async fn find_revoked_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
-    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// A page of the keys, by name (names are unique); the page key is the name.
+    async fn list_api_keys(&self, page: &PageRequest<String>) -> StoreResult<Page<ApiKey>>;
     /// True when a key was revoked now.
     async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     async fn count_active_api_keys(&self) -> StoreResult<i64>;
@@ -76,16 +77,22 @@ impl KeyStore for SqlStore {
         row.map(ApiKey::try_from).transpose()
     }
 
-    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+    async fn list_api_keys(&self, page: &PageRequest<String>) -> StoreResult<Page<ApiKey>> {
         let rows: Vec<ApiKeyRow> = on_db!(self, |pool| {
             sqlx::query_as(
                 "select id, name, role, org_scope, key_prefix, created_at, created_by, revoked_at \
-                 from api_keys order by created_at, name",
+                 from api_keys where name > $1 order by name limit $2",
             )
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(page.fetch() as i64)
             .fetch_all(pool)
             .await
         })?;
-        rows.into_iter().map(ApiKey::try_from).collect()
+        let rows = rows
+            .into_iter()
+            .map(ApiKey::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page))
     }
 
     async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {

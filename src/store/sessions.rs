@@ -7,7 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::{StoreError, StoreResult};
 use super::sql::{SqlStore, apply_writes, on_db, to_json};
 use super::types::{from_ms, to_ms};
-use crate::domain::{ConnectionName, OboSession, OrgId, Sealed, SealedRow, SecretWrites, fields};
+use crate::domain::{
+    ConnectionName, OboSession, OrgId, Page, PageRequest, Sealed, SealedRow, SecretWrites, fields,
+};
 
 /// On-behalf-of sessions and their tokens.
 #[async_trait]
@@ -20,11 +22,15 @@ pub trait SessionStore {
         refresh_token: &SecretString,
     ) -> StoreResult<()>;
     async fn get_obo_session(&self, id: &str) -> StoreResult<Option<OboSession>>;
+    /// A page of the org's sessions (of one connection, when named; made by one key,
+    /// when `created_by_key_id`), by id; the page key is the id.
     async fn list_obo_sessions(
         &self,
         org: &OrgId,
         connection_name: Option<&ConnectionName>,
-    ) -> StoreResult<Vec<OboSession>>;
+        created_by_key_id: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<OboSession>>;
     /// Writes status, tokens and times if the version is current (`Stale` otherwise).
     async fn save_obo_session(
         &self,
@@ -119,20 +125,30 @@ impl SessionStore for SqlStore {
         &self,
         org: &OrgId,
         connection_name: Option<&ConnectionName>,
-    ) -> StoreResult<Vec<OboSession>> {
+        created_by_key_id: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<OboSession>> {
         let rows: Vec<SessionRow> = on_db!(self, |pool| {
             sqlx::query_as(concat!(
                 "select ",
                 session_columns!(),
-                " from obo_sessions where org_id = $1 and ($2 = '' or connection_name = $2) \
-                 order by created_at, id"
+                " from obo_sessions where org_id = $1 and id > $2 \
+                 and ($3 = '' or connection_name = $3) and ($4 = '' or created_by_key_id = $4) \
+                 order by id limit $5"
             ))
             .bind(org.as_str())
+            .bind(page.after.as_deref().unwrap_or(""))
             .bind(connection_name.map(|n| n.as_str()).unwrap_or(""))
+            .bind(created_by_key_id.unwrap_or(""))
+            .bind(page.fetch() as i64)
             .fetch_all(pool)
             .await
         })?;
-        rows.into_iter().map(OboSession::try_from).collect()
+        let rows = rows
+            .into_iter()
+            .map(OboSession::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page))
     }
 
     async fn save_obo_session(

@@ -8,7 +8,7 @@ use super::error::{StoreError, StoreResult};
 use super::lookups::WORKFLOWS_WRITTEN;
 use super::sql::{SqlStore, announce, on_db};
 use super::types::{from_ms, to_ms};
-use crate::domain::{ConnectionName, Dependency, DisabledWorkflow, OrgId};
+use crate::domain::{ConnectionName, Dependency, DisabledWorkflow, OrgId, Page, PageRequest};
 
 /// Workflow dependencies and disabled workflows.
 #[async_trait]
@@ -42,7 +42,12 @@ pub trait WorkflowStore {
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
     async fn is_workflow_disabled(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
-    async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>>;
+    /// A page of the org's disabled workflows, by workflow id (the page key).
+    async fn list_disabled_workflows(
+        &self,
+        org: &OrgId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<DisabledWorkflow>>;
     async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool>;
 }
 
@@ -200,17 +205,25 @@ impl WorkflowStore for SqlStore {
         Ok(n > 0)
     }
 
-    async fn list_disabled_workflows(&self, org: &OrgId) -> StoreResult<Vec<DisabledWorkflow>> {
+    async fn list_disabled_workflows(
+        &self,
+        org: &OrgId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<DisabledWorkflow>> {
         let rows: Vec<DisabledRow> = on_db!(self, |pool| {
             sqlx::query_as(
-            "select workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection \
-             from disabled_workflows where org_id = $1 order by disabled_at, workflow_id",
-        )
-        .bind(org.as_str())
-        .fetch_all(pool)
-        .await
+                "select workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection \
+                 from disabled_workflows where org_id = $1 and workflow_id > $2 \
+                 order by workflow_id limit $3",
+            )
+            .bind(org.as_str())
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(page.fetch() as i64)
+            .fetch_all(pool)
+            .await
         })?;
-        rows.into_iter()
+        let rows = rows
+            .into_iter()
             .map(
                 |(workflow_id, org_id, disabled_reason, disabled_at, related_oauth_connection)| {
                     Ok(DisabledWorkflow {
@@ -223,7 +236,8 @@ impl WorkflowStore for SqlStore {
                     })
                 },
             )
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page))
     }
 
     async fn enable_workflow(&self, workflow_id: &str, org: &OrgId) -> StoreResult<bool> {

@@ -254,7 +254,7 @@ on_both_backends! {
             ("include_global that is not a boolean", Method::GET, "/api/oauth/connections?include_global=maybe", "include_global"),
             ("an unknown query parameter", Method::GET, "/api/oauth/connections?org=other", "org"),
             ("an events limit of 0", Method::GET, "/api/oauth/connections/graph/events?limit=0", "limit"),
-            ("an events limit over 500", Method::GET, "/api/oauth/connections/graph/events?limit=501", "limit"),
+            ("an events limit over 1000", Method::GET, "/api/oauth/connections/graph/events?limit=1001", "limit"),
             ("an events limit that is not a number", Method::GET, "/api/oauth/connections/graph/events?limit=ten", "limit"),
             ("confirm_disable_workflows that is not a boolean", Method::DELETE, "/api/oauth/connections/graph?confirm_disable_workflows=please", "confirm_disable_workflows"),
         ];

@@ -13,6 +13,7 @@ mod credentials;
 mod e2e;
 mod flows;
 mod hardening;
+mod lists;
 mod obo;
 mod openapi;
 mod refresher;

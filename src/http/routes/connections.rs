@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::domain::Caller;
+use crate::domain::ConnectionFilter;
 use crate::domain::FieldErrors;
 use crate::domain::{AssertionRules, Connection, ConnectionConfig, Event};
 use crate::domain::{
@@ -19,6 +20,7 @@ use crate::domain::{
 use crate::http::auth::Org;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{JsonBody, OrgHeader, QueryParams, parse_name};
+use crate::http::pagination::{DEFAULT_HISTORY_LIMIT, DEFAULT_LIMIT, PageInfo, PageParams};
 use crate::service::Broker;
 use crate::service::connections::{self as service, CreateInput, PatchInput};
 
@@ -379,7 +381,11 @@ impl ConnectionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectionList {
     pub connections: Vec<ConnectionView>,
+    /// Items in this page.
     pub count: usize,
+    pub has_more: bool,
+    /// Pass as `starting_after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -405,6 +411,11 @@ impl From<Event> for EventView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<EventView>,
+    /// Items in this page.
+    pub count: usize,
+    pub has_more: bool,
+    /// Pass as `starting_after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -413,6 +424,17 @@ pub struct EventList {
 pub struct ListQuery {
     /// Also list GLOBAL connections (only for keys of every org). Default true.
     pub include_global: Option<bool>,
+    /// Only connections in this status.
+    pub status: Option<ConnectionStatus>,
+    /// Only connections whose name starts with this.
+    #[param(max_length = 100)]
+    pub q: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 1024)]
+    pub starting_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -427,8 +449,12 @@ pub struct DeleteQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
-    /// 1 to 500, default 50.
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 1024)]
+    pub starting_after: Option<String>,
 }
 
 /// Orgs a listing covers: the caller's, plus GLOBAL for keys of every org.
@@ -460,15 +486,36 @@ pub async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
-    let orgs = listed_orgs(&caller, &org, query.include_global.unwrap_or(true));
-    let connections: Vec<ConnectionView> = service::list(&broker, &orgs)
-        .await?
-        .iter()
-        .map(|c| ConnectionView::new(c, &broker))
-        .collect();
+    let page = PageParams {
+        limit: query.limit,
+        starting_after: query.starting_after.clone(),
+    }
+    .request::<(String, String)>(DEFAULT_LIMIT)?;
+    let name_prefix = match query.q.as_deref().filter(|q| !q.is_empty()) {
+        Some(q) => Some(parse_name(q).map_err(|_| {
+            ApiError::from(FieldErrors::single(
+                "q",
+                "a name prefix: letters, digits, '_' and '-', at most 100",
+            ))
+        })?),
+        None => None,
+    };
+    let filter = ConnectionFilter {
+        orgs: listed_orgs(&caller, &org, query.include_global.unwrap_or(true)),
+        status: query.status,
+        name_prefix: name_prefix.map(|n| n.as_str().to_owned()),
+    };
+    let page = service::list(&broker, &filter, &page).await?;
+    let info = PageInfo::of(&page, |c| (c.org_id.to_string(), c.name.to_string()));
     Ok(HttpResponse::Ok().json(ConnectionList {
-        count: connections.len(),
-        connections,
+        connections: page
+            .items
+            .iter()
+            .map(|c| ConnectionView::new(c, &broker))
+            .collect(),
+        count: info.count,
+        has_more: info.has_more,
+        next_cursor: info.next_cursor,
     }))
 }
 
@@ -649,12 +696,17 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
     let name = parse_name(&name)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(FieldErrors::single("limit", "must be between 1 and 500").into());
+    let page = PageParams {
+        limit: query.limit,
+        starting_after: query.starting_after,
     }
-    let events = service::events(&broker, &org, &name, limit).await?;
+    .request::<i64>(DEFAULT_HISTORY_LIMIT)?;
+    let page = service::events(&broker, &org, &name, &page).await?;
+    let info = PageInfo::of(&page, |e| e.id);
     Ok(HttpResponse::Ok().json(EventList {
-        events: events.into_iter().map(EventView::from).collect(),
+        events: page.items.into_iter().map(EventView::from).collect(),
+        count: info.count,
+        has_more: info.has_more,
+        next_cursor: info.next_cursor,
     }))
 }

@@ -13,7 +13,8 @@ use crate::domain::FieldErrors;
 use crate::domain::{OrgScope, Role};
 use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::pagination::{DEFAULT_LIMIT, PageInfo, PageParams};
 use crate::service::Broker;
 use crate::service::keys as service;
 
@@ -69,6 +70,11 @@ pub struct CreatedKey {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<ApiKeyView>,
+    /// Items in this page.
+    pub count: usize,
+    pub has_more: bool,
+    /// Pass as `starting_after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -126,19 +132,31 @@ pub async fn create(
 
 #[utoipa::path(
     get, path = "/api/oauth/keys", tag = "keys", operation_id = "list_keys",
+    params(PageParams),
     responses(
-        (status = 200, body = KeyList),
+        (status = 200, body = KeyList, description = "By name"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
 #[get("/keys")]
-pub async fn list(broker: web::Data<Broker>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    broker: web::Data<Broker>,
+    caller: Caller,
+    QueryParams(query): QueryParams<PageParams>,
+) -> Result<HttpResponse, ApiError> {
     caller.require_global_admin()?;
-    let keys = service::list(&broker).await?;
+    let page = query.request::<String>(DEFAULT_LIMIT)?;
+    let page = service::list(&broker, &page).await?;
+    let info = PageInfo::of(&page, |k| k.name.clone());
     Ok(HttpResponse::Ok().json(KeyList {
-        keys: keys.into_iter().map(ApiKeyView::from).collect(),
+        keys: page.items.into_iter().map(ApiKeyView::from).collect(),
+        count: info.count,
+        has_more: info.has_more,
+        next_cursor: info.next_cursor,
     }))
 }
 

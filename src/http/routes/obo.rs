@@ -16,6 +16,7 @@ use crate::http::auth::Org;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::extract::{OrgHeader, parse_name};
+use crate::http::pagination::{DEFAULT_LIMIT, PageInfo, PageParams};
 use crate::http::routes::credentials::Credentials;
 use crate::service::Broker;
 use crate::service::obo;
@@ -177,6 +178,11 @@ impl SessionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionView>,
+    /// Items in this page.
+    pub count: usize,
+    pub has_more: bool,
+    /// Pass as `starting_after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -185,6 +191,12 @@ pub struct SessionList {
 pub struct SessionQuery {
     /// Only sessions of this connection.
     pub connection_name: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 1024)]
+    pub starting_after: Option<String>,
 }
 
 fn parse_session_id(raw: &str) -> Result<String, ApiError> {
@@ -262,13 +274,24 @@ pub async fn list_sessions(
         .as_deref()
         .map(parse_name)
         .transpose()?;
+    let page = PageParams {
+        limit: query.limit,
+        starting_after: query.starting_after,
+    }
+    .request::<String>(DEFAULT_LIMIT)?;
     let now = broker.clock.now();
-    let sessions = obo::list_sessions(&broker, &caller, &org, name.as_ref())
-        .await?
-        .into_iter()
-        .map(|s| SessionView::new(s, now))
-        .collect();
-    Ok(HttpResponse::Ok().json(SessionList { sessions }))
+    let page = obo::list_sessions(&broker, &caller, &org, name.as_ref(), &page).await?;
+    let info = PageInfo::of(&page, |s| s.id.clone());
+    Ok(HttpResponse::Ok().json(SessionList {
+        sessions: page
+            .items
+            .into_iter()
+            .map(|s| SessionView::new(s, now))
+            .collect(),
+        count: info.count,
+        has_more: info.has_more,
+        next_cursor: info.next_cursor,
+    }))
 }
 
 #[utoipa::path(

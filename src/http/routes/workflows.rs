@@ -14,8 +14,9 @@ use crate::domain::{ConnectionName, WorkflowId};
 use crate::domain::{Dependency, DisabledWorkflow};
 use crate::http::auth::Org;
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::extract::{OrgHeader, parse_name};
+use crate::http::pagination::{DEFAULT_LIMIT, PageInfo, PageParams};
 use crate::service::Broker;
 use crate::service::workflows as service;
 
@@ -81,6 +82,11 @@ impl From<DisabledWorkflow> for DisabledWorkflowView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DisabledList {
     pub workflows: Vec<DisabledWorkflowView>,
+    /// Items in this page.
+    pub count: usize,
+    pub has_more: bool,
+    /// Pass as `starting_after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,9 +188,10 @@ pub async fn remove(
 
 #[utoipa::path(
     get, path = "/api/oauth/workflows/disabled", tag = "workflows", operation_id = "list_disabled_workflows",
-    params(OrgHeader),
+    params(PageParams, OrgHeader),
     responses(
-        (status = 200, body = DisabledList),
+        (status = 200, body = DisabledList, description = "By workflow id"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -196,14 +203,21 @@ pub async fn disabled(
     broker: web::Data<Broker>,
     caller: Caller,
     Org(org): Org,
+    QueryParams(query): QueryParams<PageParams>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin(&org)?;
-    let workflows = service::disabled(&broker, &org).await?;
+    let page = query.request::<String>(DEFAULT_LIMIT)?;
+    let page = service::disabled(&broker, &org, &page).await?;
+    let info = PageInfo::of(&page, |w| w.workflow_id.clone());
     Ok(HttpResponse::Ok().json(DisabledList {
-        workflows: workflows
+        workflows: page
+            .items
             .into_iter()
             .map(DisabledWorkflowView::from)
             .collect(),
+        count: info.count,
+        has_more: info.has_more,
+        next_cursor: info.next_cursor,
     }))
 }
 
