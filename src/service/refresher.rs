@@ -235,11 +235,18 @@ impl Limits {
             .expect("the run's semaphore is never closed")
     }
 
-    /// A slot for calls to the host of `url` (the whole URL when it has no host).
+    /// A slot for calls to the server of `url`: its host and port (the whole URL when it
+    /// has no host).
     async fn host(&self, url: &str) -> tokio::sync::OwnedSemaphorePermit {
         let host = url::Url::parse(url)
             .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
+            .and_then(|u| {
+                let host = u.host_str()?;
+                Some(match u.port_or_known_default() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_owned(),
+                })
+            })
             .unwrap_or_else(|| url.to_owned());
         let semaphore = self
             .hosts

@@ -18,6 +18,7 @@ mod obo;
 mod openapi;
 mod refresher;
 mod review;
+mod scale;
 mod secrets;
 mod security;
 mod workflows;

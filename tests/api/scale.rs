@@ -1,0 +1,262 @@
+//! Scale (issue 20): a refresher run bounds its provider calls overall and per provider
+//! server, so one slow provider cannot take every slot; history past its retention is
+//! purged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use crate::support::seed::{self, Due};
+
+/// A token endpoint that answers every request after `delay` and records how many
+/// requests it was answering at once (the most at any moment, and in all).
+#[derive(Clone)]
+struct CountingProvider {
+    url: String,
+    in_flight: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+impl CountingProvider {
+    async fn start(delay: Duration, shared: Option<&Arc<AtomicUsize>>) -> (Self, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let provider = Self {
+            url,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most: Arc::new(AtomicUsize::new(0)),
+            total: Arc::new(AtomicUsize::new(0)),
+        };
+        // Calls in flight across every provider sharing `shared`.
+        let all = shared.cloned().unwrap_or_default();
+        let all_most = Arc::new(AtomicUsize::new(0));
+        let p = provider.clone();
+        let (all_c, all_most_c) = (all.clone(), all_most.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (p, all, all_most) = (p.clone(), all_c.clone(), all_most_c.clone());
+                tokio::spawn(async move {
+                    // Read the request head and its form body.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf);
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.most.fetch_max(now, Ordering::SeqCst);
+                    let everywhere = all.fetch_add(1, Ordering::SeqCst) + 1;
+                    all_most.fetch_max(everywhere, Ordering::SeqCst);
+                    let n = p.total.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    let body = format!(
+                        r#"{{"access_token":"counted-{n}","token_type":"Bearer","expires_in":36000}}"#
+                    );
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    p.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    all.fetch_sub(1, Ordering::SeqCst);
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (provider, all_most)
+    }
+}
+
+async fn insert_due(app: &TestApp, name: &str, token_url: &str) {
+    let due = Due {
+        org: "acme",
+        name,
+        token_url,
+        client_secret: "secret-1",
+        access_token: "at-0",
+    };
+    seed::insert_due(&app.broker.store, &due, app.broker.clock.now()).await;
+}
+
+/// Starts a manual run and waits for it to finish; returns the run.
+async fn run_once(app: &TestApp) -> Value {
+    let before = app
+        .admin(Method::GET, "/api/oauth/refresh/status", None)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let res = app
+        .admin(Method::POST, "/api/oauth/refresh/run", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "a run starts");
+    for _ in 0..600 {
+        let status: Value = app
+            .admin(Method::GET, "/api/oauth/refresh/status", None)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["running"].is_null()
+            && status["last_run"]["started_at"] != before["last_run"]["started_at"]
+        {
+            return status["last_run"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the run did not finish in 30 s");
+}
+
+/// The scenario: two providers, 8 due connections each, each answer taking 300 ms.
+async fn limits_hold(backend: Backend, overall: usize, per_host: usize) {
+    let Some(app) = spawn_app_tuned(backend, |s| {
+        s.refresh_concurrency = overall;
+        s.refresh_concurrency_per_host = per_host;
+    })
+    .await
+    else {
+        return;
+    };
+    let shared = Arc::new(AtomicUsize::new(0));
+    let (slow_a, most_everywhere) =
+        CountingProvider::start(Duration::from_millis(300), Some(&shared)).await;
+    let (slow_b, _) = CountingProvider::start(Duration::from_millis(300), Some(&shared)).await;
+    for i in 0..8 {
+        insert_due(&app, &format!("a-{i}"), &slow_a.url).await;
+        insert_due(&app, &format!("b-{i}"), &slow_b.url).await;
+    }
+
+    let run = run_once(&app).await;
+
+    assert_eq!(
+        run["refreshed"], 16,
+        "every due connection is refreshed: {run}"
+    );
+    assert_eq!(
+        slow_a.total.load(Ordering::SeqCst) + slow_b.total.load(Ordering::SeqCst),
+        16,
+        "one call each"
+    );
+    let (a, b) = (
+        slow_a.most.load(Ordering::SeqCst),
+        slow_b.most.load(Ordering::SeqCst),
+    );
+    let everywhere = most_everywhere.load(Ordering::SeqCst);
+    let expected_per_host = per_host.min(overall);
+    assert!(
+        a <= expected_per_host && b <= expected_per_host,
+        "at most {expected_per_host} calls at once to one server: a {a}, b {b}"
+    );
+    assert!(
+        everywhere <= overall,
+        "at most {overall} calls at once in all: {everywhere}"
+    );
+    // The limits are used, not just respected: with 8 waiting per server and 300 ms
+    // answers, each server sees its full share at once, and both are served together.
+    if overall >= 2 * per_host {
+        assert_eq!(
+            a.max(b),
+            per_host,
+            "a server's slots are all used: a {a}, b {b}"
+        );
+        assert_eq!(
+            everywhere,
+            2 * per_host,
+            "a busy server leaves the other its slots: {everywhere}"
+        );
+    } else {
+        assert_eq!(
+            everywhere, overall,
+            "the run's slots are all used: {everywhere}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_run_calls_each_provider_server_at_most_per_host_times_at_once_sqlite() {
+    limits_hold(Backend::Sqlite, 64, 2).await;
+}
+
+#[tokio::test]
+async fn a_run_calls_each_provider_server_at_most_per_host_times_at_once_postgres() {
+    limits_hold(Backend::Postgres, 64, 2).await;
+}
+
+#[tokio::test]
+async fn a_run_calls_providers_at_most_concurrency_times_at_once_sqlite() {
+    limits_hold(Backend::Sqlite, 3, 8).await;
+}
+
+#[tokio::test]
+async fn a_run_calls_providers_at_most_concurrency_times_at_once_postgres() {
+    limits_hold(Backend::Postgres, 3, 8).await;
+}
+
+on_both_backends! {
+    async fn history_older_than_its_retention_is_purged_by_a_run_and_newer_history_kept(app) {
+        use oauth_broker::clock::Clock;
+        // Arrange: a connection created (event) and a run, 31 days ago...
+        let provider = wiremock::MockServer::start().await;
+        let url = mount_numbered(&provider, "t", 3600).await;
+        app.create_connection(Some("acme"), &client_credentials_body("old", &url)).await;
+        let first_run = run_once(&app).await;
+        app.clock.advance(chrono::Duration::days(31));
+        // ... and one created now.
+        app.create_connection(Some("acme"), &client_credentials_body("new", &url)).await;
+
+        // Act: a run (it purges after refreshing).
+        let run = run_once(&app).await;
+
+        // Assert: the old connection's 31-day-old events are gone, what this run wrote
+        // about it is kept; the new connection keeps its history; the old run is gone.
+        let events = async |name: &str| -> Vec<String> {
+            let body: Value = app.admin(Method::GET, &format!("/api/oauth/connections/{name}/events?limit=1000"), Some("acme")).send().await.unwrap().json().await.unwrap();
+            body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+        };
+        let old = events("old").await;
+        assert!(!old.contains(&"created".to_owned()), "the 31-day-old creation event is purged: {old:?}");
+        assert!(!old.is_empty(), "this run's refresh of it is kept: {old:?}");
+        assert!(events("new").await.contains(&"created".to_owned()), "a new connection keeps its history");
+        let cutoff = app.broker.clock.now() - chrono::Duration::days(30);
+        let runs = app.db.number(&format!(
+            "select count(*) from refresh_runs where started_at < {}", cutoff.timestamp_millis()
+        )).await;
+        assert_eq!(runs, 0, "the run of 31 days ago ({}) is purged", first_run["started_at"]);
+        assert_eq!(app.db.number("select count(*) from refresh_runs").await, 1, "this run is kept: {run}");
+    }
+}
