@@ -229,7 +229,6 @@ async fn a_run_calls_providers_at_most_concurrency_times_at_once_postgres() {
 
 on_both_backends! {
     async fn history_older_than_its_retention_is_purged_by_a_run_and_newer_history_kept(app) {
-        use oauth_broker::clock::Clock;
         // Arrange: a connection created (event) and a run, 31 days ago...
         let provider = wiremock::MockServer::start().await;
         let url = mount_numbered(&provider, "t", 3600).await;
