@@ -10,9 +10,9 @@
 //!   under an org that lacks that name, so half the reads are served by the fallback.
 //!
 //! `bench_seed direct DATABASE_URL TOKEN_URL COUNT [--orgs 100] [--expires-in 1800]
-//!  [--concurrency 8]`
-//!   Straight through the library (`store::open_pool` + `insert_connection` +
-//!   `save_connection`), with `OAUTH_BROKER_ENCRYPTION_KEYS` from the environment (the
+//!  [--concurrency 1] [--batch 1000] [--hosts 1]`
+//!   Straight through the library (`store::open_pool` + `ImportStore::import_connections`,
+//!   `--batch` connections per transaction, `--concurrency` transactions at once), with `OAUTH_BROKER_ENCRYPTION_KEYS` from the environment (the
 //!   service's keys): COUNT completed connections (half client_credentials, half
 //!   refresh_token with an imported refresh token) whose tokens expire in `--expires-in`
 //!   seconds (within the refresher's threshold) and were last refreshed hours ago, so a
@@ -27,11 +27,9 @@ use futures::StreamExt;
 use secrecy::SecretString;
 
 use oauth_broker::crypto::Keyring;
-use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent, SecretWrite, SecretWrites};
-use oauth_broker::domain::{
-    ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
-};
-use oauth_broker::store::open_pool;
+use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent};
+use oauth_broker::domain::{ConnectionName, EventKind, FlowType, OrgId, TokenAuthMethod};
+use oauth_broker::store::{ImportedConnection, open_pool};
 
 fn flag(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -49,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         Some("direct") if args.len() >= 4 => seed_direct(&args).await,
         _ => bail!(
             "usage: bench_seed api URL ADMIN_KEY TOKEN_URL TARGETS_FILE [--orgs N] [--per-org N] [--global N] [--concurrency N]\n       \
-             bench_seed direct DATABASE_URL TOKEN_URL COUNT [--orgs N] [--expires-in S] [--concurrency N]"
+             bench_seed direct DATABASE_URL TOKEN_URL COUNT [--orgs N] [--expires-in S] [--concurrency N] [--batch N] [--hosts N]"
         ),
     }
 }
@@ -179,11 +177,13 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
     let count: usize = args[3].parse().context("COUNT")?;
     let orgs = flag(args, "--orgs", 100).max(1);
     let expires_in = flag(args, "--expires-in", 1800) as i64;
-    let concurrency = flag(args, "--concurrency", 8).max(1);
+    let concurrency = flag(args, "--concurrency", 1).max(1);
+    let hosts = flag(args, "--hosts", 1).max(1);
+    let batch_size = flag(args, "--batch", 1000).max(1);
     let keys = std::env::var("OAUTH_BROKER_ENCRYPTION_KEYS")
         .context("set OAUTH_BROKER_ENCRYPTION_KEYS to the service's keys")?;
     let keyring = Arc::new(Keyring::parse(&SecretString::from(keys))?);
-    let pool = open_pool(&database_url, concurrency as u32).await?;
+    let pool = open_pool(&database_url, concurrency as u32 + 1).await?;
     let store = pool.store(
         keyring,
         std::sync::Arc::new(oauth_broker::store::Lookups::off()),
@@ -191,13 +191,22 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let now = chrono::Utc::now();
     let store = &store;
-    let token_url = &token_url;
-    let mut results = futures::stream::iter(0..count)
-        .map(|n| async move {
-            let org = OrgId::parse(&format!("org{}", n % orgs)).expect("valid org id");
-            let name = ConnectionName::parse(&format!("r{n}")).expect("valid name");
-            let refresh_flow = n % 2 == 1;
-            let new = NewConnection {
+    // With `--hosts N`, connection n calls 127.0.0.<1 + n % N> (every loopback address
+    // reaches a server bound to 0.0.0.0): N provider servers as far as the refresher's
+    // per-host limit goes.
+    let url_of = |n: usize| {
+        if hosts == 1 {
+            token_url.clone()
+        } else {
+            token_url.replacen("127.0.0.1", &format!("127.0.0.{}", 1 + n % hosts), 1)
+        }
+    };
+    let item = |n: usize| {
+        let org = OrgId::parse(&format!("org{}", n % orgs)).expect("valid org id");
+        let name = ConnectionName::parse(&format!("r{n}")).expect("valid name");
+        let refresh_flow = n % 2 == 1;
+        ImportedConnection {
+            new: NewConnection {
                 org_id: org.clone(),
                 name: name.clone(),
                 config: ConnectionConfig {
@@ -208,7 +217,7 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
                     },
                     client_id: format!("refresher-{n}"),
                     authorization_url: None,
-                    token_url: token_url.clone(),
+                    token_url: url_of(n),
                     scopes: vec!["read".into()],
                     token_auth_method: TokenAuthMethod::ClientSecretBasic,
                     extra_authorization_params: BTreeMap::new(),
@@ -222,8 +231,12 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
                     .then(|| SecretString::from(format!("bench-refresh-token-{n}"))),
                 created_by: "bench".into(),
                 now,
-            };
-            let event = NewEvent {
+            },
+            access_token: SecretString::from(format!("bench-access-token-{n}")),
+            token_type: "Bearer".into(),
+            token_expires_at: Some(now + chrono::Duration::seconds(expires_in)),
+            last_refresh_at: Some(now - chrono::Duration::hours(3)),
+            event: NewEvent {
                 org_id: org,
                 connection_id: String::new(),
                 connection_name: name,
@@ -231,27 +244,17 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
                 kind: EventKind::Created,
                 actor: "bench".into(),
                 detail: None,
-            };
-            let mut conn = store.insert_connection(new, event).await?;
-            conn.status = ConnectionStatus::Completed;
-            conn.token_type = Some("Bearer".into());
-            conn.token_expires_at = Some(now + chrono::Duration::seconds(expires_in));
-            conn.last_refresh_at = Some(now - chrono::Duration::hours(3));
-            conn.updated_at = now;
-            let secrets = SecretWrites {
-                access_token: SecretWrite::Set(SecretString::from(format!(
-                    "bench-access-token-{n}"
-                ))),
-                ..SecretWrites::default()
-            };
-            store.save_connection(&conn, secrets, Vec::new()).await?;
-            anyhow::Ok(())
-        })
-        .buffer_unordered(concurrency);
-    let mut done = 0usize;
+            },
+        }
+    };
+    let batches = (0..count).step_by(batch_size).map(|first| {
+        let batch: Vec<_> = (first..(first + batch_size).min(count)).map(item).collect();
+        async move { store.import_connections(batch).await }
+    });
+    let mut results = futures::stream::iter(batches).buffer_unordered(concurrency);
+    let mut done = 0u64;
     while let Some(result) = results.next().await {
-        result?;
-        done += 1;
+        done += result?;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

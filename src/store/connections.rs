@@ -347,13 +347,13 @@ impl ConnectionStore for SqlStore {
 
 /// The `obo_config` column: a connection's on-behalf-of settings as JSON.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct OboColumn {
+pub(super) struct OboColumn {
     obo_grant: Option<OboGrant>,
     assertion_validation: Option<AssertionRules>,
 }
 
 impl OboColumn {
-    fn of(c: &ConnectionConfig) -> Option<String> {
+    pub(super) fn of(c: &ConnectionConfig) -> Option<String> {
         if c.obo_grant.is_none() && c.assertion_validation.is_none() {
             return None;
         }

@@ -34,6 +34,25 @@ type Key = (String, String);
 /// Whether a remembered connection may be served as is.
 pub type Usable = dyn Fn(&Connection) -> bool + Send + Sync;
 
+/// Each answer lives between three quarters of the TTL and the whole TTL, at random.
+/// With one lifetime for all, answers read together (a busy start, a cache forgotten by
+/// a lost announcement) expire together, and every caller of every connection goes to
+/// the database in the same instant: on PostgreSQL, thousands of reads queued behind a
+/// pool of 16 connections, seen as a p99 of 200-500 ms while the p50 stayed under 1 ms.
+/// Spread over a quarter of the TTL, the same reads arrive a few hundred a second.
+struct Jittered(Duration);
+
+impl<K, V> moka::Expiry<K, V> for Jittered {
+    fn expire_after_create(
+        &self,
+        _key: &K,
+        _value: &V,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.0.mul_f64(0.75 + 0.25 * rand::random::<f64>()))
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     connection: Option<Arc<Connection>>,
@@ -80,7 +99,7 @@ impl Lookups {
         let entries: Option<Cache<Key, Entry>> = on.then(|| {
             Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(ttl)
+                .expire_after(Jittered(ttl))
                 .build()
         });
         // A write only matters while entries read before it can live: one TTL. Should
@@ -106,7 +125,7 @@ impl Lookups {
             disabled: on.then(|| {
                 Cache::builder()
                     .max_capacity(max_entries)
-                    .time_to_live(ttl)
+                    .expire_after(Jittered(ttl))
                     .build()
             }),
             disabled_written: AtomicU64::new(0),
@@ -226,6 +245,32 @@ impl Lookups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_read_together_expire_spread_over_the_last_quarter_of_the_ttl() {
+        use moka::Expiry;
+        let ttl = Duration::from_secs(30);
+        let lifetimes: Vec<Duration> = (0..1000)
+            .map(|_| {
+                Jittered(ttl)
+                    .expire_after_create(&(), &(), std::time::Instant::now())
+                    .unwrap()
+            })
+            .collect();
+        let (min, max) = (
+            lifetimes.iter().min().unwrap(),
+            lifetimes.iter().max().unwrap(),
+        );
+        assert!(
+            *min >= ttl.mul_f64(0.75),
+            "none shorter than 3/4 of the TTL: {min:?}"
+        );
+        assert!(*max <= ttl, "none longer than the TTL: {max:?}");
+        assert!(
+            *max - *min > ttl / 5,
+            "spread, not one instant: {min:?}..{max:?}"
+        );
+    }
 
     fn accept(_: &Connection) -> bool {
         true

@@ -9,6 +9,7 @@ use super::connections::ConnectionStore;
 use super::credentials::CredentialStore;
 use super::error::{StoreError, StoreResult};
 use super::events::EventStore;
+use super::import::ImportStore;
 use super::keys::KeyStore;
 use super::lookups::Lookups;
 use super::meta::MetaStore;
@@ -39,6 +40,7 @@ pub trait Store:
     + WorkflowStore
     + RunStore
     + EventStore
+    + ImportStore
     + RotationStore
     + RetentionStore
     + Send

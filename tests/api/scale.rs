@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::*;
 use crate::on_both_backends;
 use crate::support::seed::{self, Due};
+use oauth_broker::store::ImportStore;
 
 /// A token endpoint that answers every request after `delay` and records how many
 /// requests it was answering at once (the most at any moment, and in all).
@@ -257,5 +258,31 @@ on_both_backends! {
         )).await;
         assert_eq!(runs, 0, "the run of 31 days ago ({}) is purged", first_run["started_at"]);
         assert_eq!(app.db.number("select count(*) from refresh_runs").await, 1, "this run is kept: {run}");
+    }
+}
+
+on_both_backends! {
+    async fn a_bulk_import_is_all_or_nothing_and_its_tokens_are_served(app) {
+        use crate::support::seed::imported_due;
+        let now = app.broker.clock.now();
+        let due = |name: &'static str, token: &'static str| Due {
+            org: "acme", name, token_url: "https://provider.example/token",
+            client_secret: "secret-1", access_token: token,
+        };
+        let batch = vec![imported_due(&due("one", "imported-1"), now), imported_due(&due("two", "imported-2"), now)];
+        assert_eq!(app.broker.store.import_connections(batch).await.unwrap(), 2);
+
+        // The imported tokens are served (sealed with each row's own associated data).
+        for (name, token) in [("one", "imported-1"), ("two", "imported-2")] {
+            let res = app.admin(Method::GET, &format!("/api/oauth/credentials/{name}?min_valid_for=60"), Some("acme")).send().await.unwrap();
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["access_token"], token, "{body}");
+        }
+
+        // A batch with a taken name writes nothing.
+        let before = app.db.snapshot().await;
+        let batch = vec![imported_due(&due("three", "imported-3"), now), imported_due(&due("one", "again"), now)];
+        assert!(app.broker.store.import_connections(batch).await.is_err(), "a taken name fails the batch");
+        assert_eq!(app.db.snapshot().await, before, "a failed batch changes nothing");
     }
 }

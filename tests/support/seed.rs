@@ -6,7 +6,7 @@ use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent, SecretWrit
 use oauth_broker::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
 };
-use oauth_broker::store::DynStore;
+use oauth_broker::store::{DynStore, ImportedConnection};
 use secrecy::SecretString;
 
 /// A connection to seed as due, and the secrets it holds (sealed by the store).
@@ -22,44 +22,8 @@ pub struct Due<'a> {
 /// one hour after `now` (inside the refresher's 4-hour threshold) and last refreshed an
 /// hour before it: what a refresher run renews.
 pub async fn insert_due(store: &DynStore, due: &Due<'_>, now: DateTime<Utc>) {
-    let org = OrgId::parse(due.org).unwrap();
-    let name = ConnectionName::parse(due.name).unwrap();
-    let config = ConnectionConfig {
-        flow_type: FlowType::ClientCredentials,
-        client_id: "client-1".into(),
-        authorization_url: None,
-        token_url: due.token_url.to_owned(),
-        scopes: vec!["read".into()],
-        token_auth_method: TokenAuthMethod::ClientSecretBasic,
-        extra_authorization_params: Default::default(),
-        extra_token_params: Default::default(),
-        test_url: None,
-        obo_grant: None,
-        assertion_validation: None,
-    };
-    let created = store
-        .insert_connection(
-            NewConnection {
-                org_id: org.clone(),
-                name: name.clone(),
-                config,
-                client_secret: Some(SecretString::from(due.client_secret)),
-                refresh_token: None,
-                created_by: "test".into(),
-                now,
-            },
-            NewEvent {
-                org_id: org,
-                connection_id: String::new(),
-                connection_name: name,
-                at: now,
-                kind: EventKind::Created,
-                actor: "test".into(),
-                detail: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (new, event) = new_due(due, now);
+    let created = store.insert_connection(new, event).await.unwrap();
     let mut completed = created.clone();
     completed.status = ConnectionStatus::Completed;
     completed.token_type = Some("Bearer".into());
@@ -76,4 +40,55 @@ pub async fn insert_due(store: &DynStore, due: &Due<'_>, now: DateTime<Utc>) {
         )
         .await
         .unwrap();
+}
+
+/// The same connection as `insert_due` makes, for `ImportStore::import_connections`.
+pub fn imported_due(due: &Due<'_>, now: DateTime<Utc>) -> ImportedConnection {
+    let (new, event) = new_due(due, now);
+    ImportedConnection {
+        new,
+        access_token: SecretString::from(due.access_token),
+        token_type: "Bearer".into(),
+        token_expires_at: Some(now + chrono::Duration::hours(1)),
+        last_refresh_at: Some(now - chrono::Duration::hours(1)),
+        event,
+    }
+}
+
+fn new_due(due: &Due<'_>, now: DateTime<Utc>) -> (NewConnection, NewEvent) {
+    let org = OrgId::parse(due.org).unwrap();
+    let name = ConnectionName::parse(due.name).unwrap();
+    let config = ConnectionConfig {
+        flow_type: FlowType::ClientCredentials,
+        client_id: "client-1".into(),
+        authorization_url: None,
+        token_url: due.token_url.to_owned(),
+        scopes: vec!["read".into()],
+        token_auth_method: TokenAuthMethod::ClientSecretBasic,
+        extra_authorization_params: Default::default(),
+        extra_token_params: Default::default(),
+        test_url: None,
+        obo_grant: None,
+        assertion_validation: None,
+    };
+    (
+        NewConnection {
+            org_id: org.clone(),
+            name: name.clone(),
+            config,
+            client_secret: Some(SecretString::from(due.client_secret)),
+            refresh_token: None,
+            created_by: "test".into(),
+            now,
+        },
+        NewEvent {
+            org_id: org,
+            connection_id: String::new(),
+            connection_name: name,
+            at: now,
+            kind: EventKind::Created,
+            actor: "test".into(),
+            detail: None,
+        },
+    )
 }
