@@ -13,7 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::*;
 use crate::on_both_backends;
 use crate::support::seed::{self, Due};
-use oauth_broker::store::ImportStore;
 
 /// A token endpoint that answers every request after `delay` and records how many
 /// requests it was answering at once (the most at any moment, and in all).
