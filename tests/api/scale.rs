@@ -285,3 +285,25 @@ on_both_backends! {
         assert_eq!(app.db.snapshot().await, before, "a failed batch changes nothing");
     }
 }
+
+on_both_backends! {
+    async fn two_replicas_running_at_once_refresh_each_due_connection_once(app) {
+        // Arrange: 60 due connections, a provider answering after 200 ms, a second replica.
+        let (provider, _) = CountingProvider::start(Duration::from_millis(200), None).await;
+        for i in 0..60 {
+            insert_due(&app, &format!("due-{i:02}"), &provider.url).await;
+        }
+        let replica = app.replica().await;
+
+        // Act: both start a manual run at the same instant.
+        let (one, two) = tokio::join!(run_once(&app), run_once(&replica));
+
+        // Assert: one provider call per connection in all; the runs' counts add up.
+        assert_eq!(provider.total.load(Ordering::SeqCst), 60, "each due connection refreshed once: {one} {two}");
+        // (The status shows the latest run of either replica: count them in the table.)
+        assert_eq!(app.db.number("select count(*) from refresh_runs").await, 2, "two runs");
+        let refreshed = app.db.number("select cast(sum(refreshed) as bigint) from refresh_runs").await;
+        assert_eq!(refreshed, 60, "the two runs' refreshes add up to the due connections: {one} {two}");
+        assert_eq!(app.db.number("select count(*) from connections where lease_owner is not null").await, 0, "no claim is left");
+    }
+}
