@@ -24,7 +24,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use super::refresh::{Need, refresh_claimed};
 use super::{Broker, NoToken};
 use crate::domain::{RefreshRun, RunError};
-use crate::store::Claim;
+use crate::store::{Claim, ClaimPosition};
 
 const PAGE_SIZE: i64 = 500;
 /// Connections claimed by one statement; a batch is refreshed before the next is claimed.
@@ -95,7 +95,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
     let need = Need::for_run(threshold, cycle_began);
     let concurrency = broker.settings.refresh_concurrency.max(1);
     let limits = Limits::new(concurrency, broker.settings.refresh_concurrency_per_host);
-    let mut after = String::new();
+    let mut after = ClaimPosition::Start;
     loop {
         // One statement claims a batch: with several replicas each takes its own.
         let now = broker.clock.now();
@@ -105,7 +105,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
             until: now + Duration::seconds(CLAIM_SECONDS),
             due_before: started + threshold,
             not_refreshed_since: cycle_began,
-            after_id: &after,
+            after: &after,
             limit: BATCH,
         };
         let batch = match broker.store.claim_due_connections(&claim).await {
@@ -121,7 +121,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
             }
         };
         let Some(last) = batch.last() else { break };
-        after = last.id.clone();
+        after = ClaimPosition::after(last);
         run.considered += batch.len() as i64;
         let mut results = futures::stream::iter(batch)
             .map(|conn| {

@@ -385,7 +385,7 @@ pub(super) struct ConnectionRow {
     access_token_sealed: Option<String>,
     refresh_token_sealed: Option<String>,
     token_type: Option<String>,
-    token_expires_at: Option<i64>,
+    pub(super) token_expires_at: Option<i64>,
     token_scopes: Option<String>,
     last_refresh_at: Option<i64>,
     last_test_at: Option<i64>,

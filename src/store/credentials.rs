@@ -51,9 +51,9 @@ pub trait CredentialStore {
         limit: i64,
     ) -> StoreResult<Vec<Connection>>;
     /// Leases to `claim.owner` up to `claim.limit` connections due for a refresh, after
-    /// `claim.after_id` in id order, in one statement, and returns them: completed,
-    /// renewable, expiring before `due_before` (or of unknown expiry), not cooling down,
-    /// not refreshed since `not_refreshed_since`, and not leased by anyone. Replicas
+    /// `claim.after` in the claim order (`ClaimPosition`), and returns them in that
+    /// order: completed, renewable, expiring before `due_before` (or of unknown expiry),
+    /// not cooling down, not refreshed since `not_refreshed_since`, not leased by anyone. Replicas
     /// claiming at once get different connections (PostgreSQL skips rows another
     /// claim is locking; SQLite has one writer).
     async fn claim_due_connections(&self, claim: &Claim<'_>) -> StoreResult<Vec<Connection>>;
@@ -68,22 +68,71 @@ pub struct Claim<'a> {
     pub until: DateTime<Utc>,
     pub due_before: DateTime<Utc>,
     pub not_refreshed_since: DateTime<Utc>,
-    pub after_id: &'a str,
+    /// Where the previous batch ended.
+    pub after: &'a ClaimPosition,
     pub limit: i64,
 }
 
-/// The claim's statement; `$locking` is PostgreSQL's `for update skip locked`.
+/// A run's position in the order it claims due connections: those of unknown expiry
+/// first, by id; then by expiry, then id. Both orders are the claim index's
+/// `(status, token_expires_at, id)`, so a claim reads one range of it however many
+/// connections there are (ordering a million due rows by id alone sorted them all for
+/// every batch: 0.5 s a claim at 100,000 rows on SQLite, against 6 ms now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPosition {
+    Start,
+    UnknownExpiry { after_id: String },
+    Expiring { after_expiry: i64, after_id: String },
+}
+
+impl ClaimPosition {
+    /// The position just after `conn`.
+    pub fn after(conn: &Connection) -> Self {
+        match conn.token_expires_at {
+            None => Self::UnknownExpiry {
+                after_id: conn.id.clone(),
+            },
+            Some(at) => Self::Expiring {
+                after_expiry: to_ms(at),
+                after_id: conn.id.clone(),
+            },
+        }
+    }
+}
+
+/// Conditions every claimed row meets besides its place in the order.
+macro_rules! claimable {
+    () => {
+        "status = 'completed' \
+         and flow_type in ('client_credentials', 'refresh_token', 'authorization_code') \
+         and (next_refresh_attempt_at is null or next_refresh_attempt_at <= $3) \
+         and (last_refresh_at is null or last_refresh_at < $4) \
+         and (lease_until is null or lease_until < $3)"
+    };
+}
+
+/// The claim's statements: `$locking` is PostgreSQL's `for update skip locked`.
+/// `$1` owner, `$2` until, `$3` now, `$4` not refreshed since, `$5` limit, then the
+/// position: `$6` id (unknown expiry); `$6` due before, `$7` expiry, `$8` id (expiring).
 macro_rules! claim_sql {
-    ($locking:literal) => {
+    (unknown_expiry, $locking:literal) => {
         concat!(
             "update connections set lease_owner = $1, lease_until = $2 where id in \
-             (select id from connections where status = 'completed' \
-             and flow_type in ('client_credentials', 'refresh_token', 'authorization_code') \
-             and (token_expires_at is null or token_expires_at < $3) \
-             and (next_refresh_attempt_at is null or next_refresh_attempt_at <= $4) \
-             and (last_refresh_at is null or last_refresh_at < $5) \
-             and (lease_until is null or lease_until < $4) \
-             and id > $6 order by id limit $7",
+             (select id from connections where ",
+            claimable!(),
+            " and token_expires_at is null and id > $6 order by id limit $5",
+            $locking,
+            ") returning ",
+            connection_columns!()
+        )
+    };
+    (expiring, $locking:literal) => {
+        concat!(
+            "update connections set lease_owner = $1, lease_until = $2 where id in \
+             (select id from connections where ",
+            claimable!(),
+            " and token_expires_at is not null and token_expires_at < $6 \
+             and (token_expires_at, id) > ($7, $8) order by token_expires_at, id limit $5",
             $locking,
             ") returning ",
             connection_columns!()
@@ -192,24 +241,60 @@ impl CredentialStore for SqlStore {
     }
 
     async fn claim_due_connections(&self, claim: &Claim<'_>) -> StoreResult<Vec<Connection>> {
-        let sql = match self.db {
-            AnyPool::Sqlite(_) => claim_sql!(""),
-            AnyPool::Postgres(_) => claim_sql!(" for update skip locked"),
+        let postgres = matches!(self.db, AnyPool::Postgres(_));
+        let (unknown_after, expiring_after) = match claim.after {
+            ClaimPosition::Start => (Some(""), (i64::MIN, "")),
+            ClaimPosition::UnknownExpiry { after_id } => (Some(after_id.as_str()), (i64::MIN, "")),
+            ClaimPosition::Expiring {
+                after_expiry,
+                after_id,
+            } => (None, (*after_expiry, after_id.as_str())),
         };
-        let mut rows: Vec<ConnectionRow> = on_db!(self, |pool| {
-            sqlx::query_as(sql)
-                .bind(claim.owner)
-                .bind(to_ms(claim.until))
-                .bind(to_ms(claim.due_before))
-                .bind(to_ms(claim.now))
-                .bind(to_ms(claim.not_refreshed_since))
-                .bind(claim.after_id)
-                .bind(claim.limit)
-                .fetch_all(pool)
-                .await
-        })?;
-        // `returning` gives no order: the caller pages by id.
-        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut rows: Vec<ConnectionRow> = Vec::new();
+        if let Some(after_id) = unknown_after {
+            let sql = if postgres {
+                claim_sql!(unknown_expiry, " for update skip locked")
+            } else {
+                claim_sql!(unknown_expiry, "")
+            };
+            let mut batch: Vec<ConnectionRow> = on_db!(self, |pool| {
+                sqlx::query_as(sql)
+                    .bind(claim.owner)
+                    .bind(to_ms(claim.until))
+                    .bind(to_ms(claim.now))
+                    .bind(to_ms(claim.not_refreshed_since))
+                    .bind(claim.limit)
+                    .bind(after_id)
+                    .fetch_all(pool)
+                    .await
+            })?;
+            // `returning` gives no order: put the batch in the claim's.
+            batch.sort_by(|a, b| a.id.cmp(&b.id));
+            rows.extend(batch);
+        }
+        let left = claim.limit - rows.len() as i64;
+        if left > 0 {
+            let sql = if postgres {
+                claim_sql!(expiring, " for update skip locked")
+            } else {
+                claim_sql!(expiring, "")
+            };
+            let mut batch: Vec<ConnectionRow> = on_db!(self, |pool| {
+                sqlx::query_as(sql)
+                    .bind(claim.owner)
+                    .bind(to_ms(claim.until))
+                    .bind(to_ms(claim.now))
+                    .bind(to_ms(claim.not_refreshed_since))
+                    .bind(left)
+                    .bind(to_ms(claim.due_before))
+                    .bind(expiring_after.0)
+                    .bind(expiring_after.1)
+                    .fetch_all(pool)
+                    .await
+            })?;
+            batch.sort_by(|a, b| (a.token_expires_at, &a.id).cmp(&(b.token_expires_at, &b.id)));
+            rows.extend(batch);
+        }
         rows.into_iter().map(Connection::try_from).collect()
     }
 
