@@ -10,3 +10,5 @@ create index refresh_runs_finished on refresh_runs (finished_at);
 create index connections_by_status on connections (org_id, status, name);
 create index obo_sessions_page on obo_sessions (org_id, id);
 create index disabled_workflows_page on disabled_workflows (org_id, workflow_id);
+-- A run releases its replica's claims after each batch: only leased rows are indexed.
+create index connections_leased on connections (lease_owner) where lease_owner is not null;

@@ -42,20 +42,12 @@ pub trait CredentialStore {
         until: DateTime<Utc>,
     ) -> StoreResult<bool>;
     async fn release_lease(&self, what: Leased, id: &str, owner: &str) -> StoreResult<()>;
-    /// A page of connections the refresher should renew, ordered by id after `after_id`.
-    async fn due_connections(
-        &self,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        after_id: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<Connection>>;
     /// Leases to `claim.owner` up to `claim.limit` connections due for a refresh, after
     /// `claim.after` in the claim order (`ClaimPosition`), and returns them in that
     /// order: completed, renewable, expiring before `due_before` (or of unknown expiry),
-    /// not cooling down, not refreshed since `not_refreshed_since`, not leased by anyone. Replicas
-    /// claiming at once get different connections (PostgreSQL skips rows another
-    /// claim is locking; SQLite has one writer).
+    /// not cooling down, not refreshed since `not_refreshed_since`, not leased by
+    /// anyone. Replicas claiming at once get different connections (PostgreSQL skips
+    /// rows another claim is locking; SQLite has one writer).
     async fn claim_due_connections(&self, claim: &Claim<'_>) -> StoreResult<Vec<Connection>>;
     /// Releases every lease `owner` holds; returns how many.
     async fn release_claims(&self, owner: &str) -> StoreResult<u64>;
@@ -112,8 +104,8 @@ macro_rules! claimable {
 }
 
 /// The claim's statements: `$locking` is PostgreSQL's `for update skip locked`.
-/// `$1` owner, `$2` until, `$3` now, `$4` not refreshed since, `$5` limit, then the
-/// position: `$6` id (unknown expiry); `$6` due before, `$7` expiry, `$8` id (expiring).
+/// `$1` owner, `$2` until, `$3` now, `$4` not refreshed since, `$5` limit, `$6` the
+/// position's id; for expiring rows also `$7` due before and `$8` the position's expiry.
 macro_rules! claim_sql {
     (unknown_expiry, $locking:literal) => {
         concat!(
@@ -131,8 +123,8 @@ macro_rules! claim_sql {
             "update connections set lease_owner = $1, lease_until = $2 where id in \
              (select id from connections where ",
             claimable!(),
-            " and token_expires_at is not null and token_expires_at < $6 \
-             and (token_expires_at, id) > ($7, $8) order by token_expires_at, id limit $5",
+            " and token_expires_at is not null and token_expires_at < $7 \
+             and (token_expires_at, id) > ($8, $6) order by token_expires_at, id limit $5",
             $locking,
             ") returning ",
             connection_columns!()
@@ -250,24 +242,16 @@ impl CredentialStore for SqlStore {
                 after_id,
             } => (None, (*after_expiry, after_id.as_str())),
         };
-        let mut rows: Vec<ConnectionRow> = Vec::new();
+        let mut rows = Vec::new();
         if let Some(after_id) = unknown_after {
             let sql = if postgres {
                 claim_sql!(unknown_expiry, " for update skip locked")
             } else {
                 claim_sql!(unknown_expiry, "")
             };
-            let mut batch: Vec<ConnectionRow> = on_db!(self, |pool| {
-                sqlx::query_as(sql)
-                    .bind(claim.owner)
-                    .bind(to_ms(claim.until))
-                    .bind(to_ms(claim.now))
-                    .bind(to_ms(claim.not_refreshed_since))
-                    .bind(claim.limit)
-                    .bind(after_id)
-                    .fetch_all(pool)
-                    .await
-            })?;
+            let mut batch = self
+                .claim_range(sql, claim, claim.limit, after_id, None)
+                .await?;
             // `returning` gives no order: put the batch in the claim's.
             batch.sort_by(|a, b| a.id.cmp(&b.id));
             rows.extend(batch);
@@ -279,19 +263,11 @@ impl CredentialStore for SqlStore {
             } else {
                 claim_sql!(expiring, "")
             };
-            let mut batch: Vec<ConnectionRow> = on_db!(self, |pool| {
-                sqlx::query_as(sql)
-                    .bind(claim.owner)
-                    .bind(to_ms(claim.until))
-                    .bind(to_ms(claim.now))
-                    .bind(to_ms(claim.not_refreshed_since))
-                    .bind(left)
-                    .bind(to_ms(claim.due_before))
-                    .bind(expiring_after.0)
-                    .bind(expiring_after.1)
-                    .fetch_all(pool)
-                    .await
-            })?;
+            let (after_expiry, after_id) = expiring_after;
+            let expiring = Some((to_ms(claim.due_before), after_expiry));
+            let mut batch = self
+                .claim_range(sql, claim, left, after_id, expiring)
+                .await?;
             batch.sort_by(|a, b| (a.token_expires_at, &a.id).cmp(&(b.token_expires_at, &b.id)));
             rows.extend(batch);
         }
@@ -311,31 +287,33 @@ impl CredentialStore for SqlStore {
         });
         Ok(released)
     }
+}
 
-    async fn due_connections(
+impl SqlStore {
+    /// Runs one claim statement of `claim_sql!`: `limit` rows after `after_id`, and for
+    /// expiring rows `(due_before, after_expiry)`.
+    async fn claim_range(
         &self,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        after_id: &str,
+        sql: &'static str,
+        claim: &Claim<'_>,
         limit: i64,
-    ) -> StoreResult<Vec<Connection>> {
-        let rows: Vec<ConnectionRow> = on_db!(self, |pool| {
-            sqlx::query_as(concat!(
-                "select ",
-                connection_columns!(),
-                " from connections where status = 'completed' \
-                 and flow_type in ('client_credentials', 'refresh_token', 'authorization_code') \
-                 and (token_expires_at is null or token_expires_at < $1) \
-                 and (next_refresh_attempt_at is null or next_refresh_attempt_at <= $2) \
-                 and id > $3 order by id limit $4"
-            ))
-            .bind(to_ms(due_before))
-            .bind(to_ms(now))
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
+        after_id: &str,
+        expiring: Option<(i64, i64)>,
+    ) -> StoreResult<Vec<ConnectionRow>> {
+        let rows = on_db!(self, |pool| {
+            let query = sqlx::query_as(sql)
+                .bind(claim.owner)
+                .bind(to_ms(claim.until))
+                .bind(to_ms(claim.now))
+                .bind(to_ms(claim.not_refreshed_since))
+                .bind(limit)
+                .bind(after_id);
+            let query = match expiring {
+                Some((due_before, after_expiry)) => query.bind(due_before).bind(after_expiry),
+                None => query,
+            };
+            query.fetch_all(pool).await
         })?;
-        rows.into_iter().map(Connection::try_from).collect()
+        Ok(rows)
     }
 }

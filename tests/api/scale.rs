@@ -14,37 +14,54 @@ use crate::helpers::*;
 use crate::on_both_backends;
 use crate::support::seed::{self, Due};
 
-/// A token endpoint that answers every request after `delay` and records how many
-/// requests it was answering at once (the most at any moment, and in all).
-#[derive(Clone)]
+/// Requests being answered: now, the most at any moment, and in all.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    most: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl InFlight {
+    /// Counts a request in; returns its number.
+    fn enter(&self) -> usize {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.total.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+
+    fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+}
+
+/// A token endpoint that answers every request after `delay`, counting the requests
+/// it answers (`own`) and those of every provider sharing `everywhere`.
 struct CountingProvider {
     url: String,
-    in_flight: Arc<AtomicUsize>,
-    most: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
+    own: Arc<InFlight>,
 }
 
 impl CountingProvider {
-    async fn start(delay: Duration, shared: Option<&Arc<AtomicUsize>>) -> (Self, Arc<AtomicUsize>) {
+    async fn start(delay: Duration, everywhere: &Arc<InFlight>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
-        let provider = Self {
-            url,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            most: Arc::new(AtomicUsize::new(0)),
-            total: Arc::new(AtomicUsize::new(0)),
-        };
-        // Calls in flight across every provider sharing `shared`.
-        let all = shared.cloned().unwrap_or_default();
-        let all_most = Arc::new(AtomicUsize::new(0));
-        let p = provider.clone();
-        let (all_c, all_most_c) = (all.clone(), all_most.clone());
+        let own = Arc::new(InFlight::default());
+        let (own_c, everywhere) = (own.clone(), everywhere.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
-                let (p, all, all_most) = (p.clone(), all_c.clone(), all_most_c.clone());
+                let (own, everywhere) = (own_c.clone(), everywhere.clone());
                 tokio::spawn(async move {
                     // Read the request head and its form body.
                     let mut buf = Vec::new();
@@ -72,11 +89,8 @@ impl CountingProvider {
                             }
                         }
                     }
-                    let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                    p.most.fetch_max(now, Ordering::SeqCst);
-                    let everywhere = all.fetch_add(1, Ordering::SeqCst) + 1;
-                    all_most.fetch_max(everywhere, Ordering::SeqCst);
-                    let n = p.total.fetch_add(1, Ordering::SeqCst);
+                    let n = own.enter();
+                    everywhere.enter();
                     tokio::time::sleep(delay).await;
                     let body = format!(
                         r#"{{"access_token":"counted-{n}","token_type":"Bearer","expires_in":36000}}"#
@@ -85,14 +99,14 @@ impl CountingProvider {
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
-                    p.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    all.fetch_sub(1, Ordering::SeqCst);
+                    own.leave();
+                    everywhere.leave();
                     let _ = socket.write_all(reply.as_bytes()).await;
                     let _ = socket.shutdown().await;
                 });
             }
         });
-        (provider, all_most)
+        Self { url, own }
     }
 }
 
@@ -152,10 +166,9 @@ async fn limits_hold(backend: Backend, overall: usize, per_host: usize) {
     else {
         return;
     };
-    let shared = Arc::new(AtomicUsize::new(0));
-    let (slow_a, most_everywhere) =
-        CountingProvider::start(Duration::from_millis(300), Some(&shared)).await;
-    let (slow_b, _) = CountingProvider::start(Duration::from_millis(300), Some(&shared)).await;
+    let everywhere = Arc::new(InFlight::default());
+    let slow_a = CountingProvider::start(Duration::from_millis(300), &everywhere).await;
+    let slow_b = CountingProvider::start(Duration::from_millis(300), &everywhere).await;
     for i in 0..8 {
         insert_due(&app, &format!("a-{i}"), &slow_a.url).await;
         insert_due(&app, &format!("b-{i}"), &slow_b.url).await;
@@ -167,16 +180,9 @@ async fn limits_hold(backend: Backend, overall: usize, per_host: usize) {
         run["refreshed"], 16,
         "every due connection is refreshed: {run}"
     );
-    assert_eq!(
-        slow_a.total.load(Ordering::SeqCst) + slow_b.total.load(Ordering::SeqCst),
-        16,
-        "one call each"
-    );
-    let (a, b) = (
-        slow_a.most.load(Ordering::SeqCst),
-        slow_b.most.load(Ordering::SeqCst),
-    );
-    let everywhere = most_everywhere.load(Ordering::SeqCst);
+    assert_eq!(slow_a.own.total() + slow_b.own.total(), 16, "one call each");
+    let (a, b) = (slow_a.own.most(), slow_b.own.most());
+    let everywhere = everywhere.most();
     let expected_per_host = per_host.min(overall);
     assert!(
         a <= expected_per_host && b <= expected_per_host,
@@ -289,7 +295,7 @@ on_both_backends! {
 on_both_backends! {
     async fn two_replicas_running_at_once_refresh_each_due_connection_once(app) {
         // Arrange: 60 due connections, a provider answering after 200 ms, a second replica.
-        let (provider, _) = CountingProvider::start(Duration::from_millis(200), None).await;
+        let provider = CountingProvider::start(Duration::from_millis(200), &Arc::default()).await;
         for i in 0..60 {
             insert_due(&app, &format!("due-{i:02}"), &provider.url).await;
         }
@@ -299,7 +305,7 @@ on_both_backends! {
         let (one, two) = tokio::join!(run_once(&app), run_once(&replica));
 
         // Assert: one provider call per connection in all; the runs' counts add up.
-        assert_eq!(provider.total.load(Ordering::SeqCst), 60, "each due connection refreshed once: {one} {two}");
+        assert_eq!(provider.own.total(), 60, "each due connection refreshed once: {one} {two}");
         // (The status shows the latest run of either replica: count them in the table.)
         assert_eq!(app.db.number("select count(*) from refresh_runs").await, 2, "two runs");
         let refreshed = app.db.number("select cast(sum(refreshed) as bigint) from refresh_runs").await;
