@@ -1,6 +1,8 @@
--- wrk script of bench/run.sh: GET /api/oauth/credentials/{name}, spread at random over
--- the targets in $BENCH_TARGETS (lines "<api key> <org> <name>", written by
--- examples/bench_seed.rs). Optional: $BENCH_WORKFLOW_ID adds an X-Workflow-Id header.
+-- wrk script of bench/run.sh and bench/scale.sh: GET /api/oauth/credentials/{name},
+-- spread at random over the targets in $BENCH_TARGETS (lines "<api key> <org> <name>",
+-- written by examples/bench_seed.rs); a third field starting with "/" is the whole path
+-- instead (e.g. a connections page). Optional: $BENCH_WORKFLOW_ID adds an X-Workflow-Id
+-- header.
 -- Requests are formatted once per thread, so wrk spends its CPU on the network.
 -- done() prints one machine-readable line: WRK_RESULT key=value ...
 
@@ -20,7 +22,8 @@ function init(args)
     if key then
       local headers = { ["Authorization"] = "Bearer " .. key, ["X-Organization-Id"] = org }
       if workflow and workflow ~= "" then headers["X-Workflow-Id"] = workflow end
-      reqs[#reqs + 1] = wrk.format("GET", "/api/oauth/credentials/" .. name, headers)
+      local path = name:sub(1, 1) == "/" and name or ("/api/oauth/credentials/" .. name)
+      reqs[#reqs + 1] = wrk.format("GET", path, headers)
     end
   end
   math.randomseed(4242 + (thread_id or 0))

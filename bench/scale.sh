@@ -17,7 +17,7 @@
 #      once; the claim splits the work).
 #
 # Knobs: BENCH_SCALE_SIZES="100000 1000000" BENCH_CRED_SIZES="10000 1000000"
-#   BENCH_SLOW_N=20000 BENCH_DURATION=10 BENCH_POSTGRES=postgres://postgres@127.0.0.1:5432
+#   BENCH_SLOW_N=20000 BENCH_PG_FAST_N=100000 BENCH_DURATION=10 BENCH_POSTGRES=postgres://postgres@127.0.0.1:5432
 #   ("" skips PostgreSQL) BENCH_NO_BUILD=1 BENCH_KEEP=1 BENCH_OUTPUT=file
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,16 +115,16 @@ for n in $CRED_SIZES; do
   seed "$db" "$n" "$FAKE_URL/token" 36000
   start_service "rows-$n" "$db"
   TARGETS=$WORK/targets-$n.txt
-  awk -v n="$n" -v k="$ADMIN" 'BEGIN { srand(7); for (i = 0; i < 10000; i++) { r = int(rand() * n); printf "%s org%d /api/oauth/credentials/r%d\n", k, r % 100, r } }' >"$TARGETS"
-  run_wrk "credentials, $n rows" "$SVC_URL" 16 2 "$ROOT/bench/paths.lua" >/dev/null
-  run_wrk "credentials, $n rows" "$SVC_URL" 64 "$DURATION" "$ROOT/bench/paths.lua"
+  awk -v n="$n" -v k="$ADMIN" 'BEGIN { srand(7); for (i = 0; i < 10000; i++) { r = int(rand() * n); printf "%s org%d r%d\n", k, r % 100, r } }' >"$TARGETS"
+  run_wrk "credentials, $n rows" "$SVC_URL" 16 2 "$ROOT/bench/credentials.lua" >/dev/null
+  run_wrk "credentials, $n rows" "$SVC_URL" 64 "$DURATION" "$ROOT/bench/credentials.lua"
   CRED_RPS[$n]=$W_RPS
   row "SQLite, $(group "$n") connections" "credentials, 64 connections" "$(group "$W_RPS") req/s, p50 $(ms "$W_P50") ms, p99 $(ms "$W_P99") ms, errors $W_BAD"
   # A page at the start and one at the end of org99's list (its last names sort last).
   printf '%s org99 /api/oauth/connections?include_global=false&limit=100\n' "$ADMIN" >"$WORK/list-$n.txt"
   printf '%s org99 /api/oauth/connections?include_global=false&limit=100&starting_after=%s\n' "$ADMIN" \
     "$(printf '["org99","r%d"]' "$((n - 200))" | base64 -w0 | tr '+/' '-_' | tr -d '=')" >>"$WORK/list-$n.txt"
-  TARGETS=$WORK/list-$n.txt run_wrk "connections page, $n rows" "$SVC_URL" 8 "$DURATION" "$ROOT/bench/paths.lua"
+  TARGETS=$WORK/list-$n.txt run_wrk "connections page, $n rows" "$SVC_URL" 8 "$DURATION" "$ROOT/bench/credentials.lua"
   row "SQLite, $(group "$n") connections" "a connections page of 100 (first, and deep in the list), 8 connections" "$(group "$W_RPS") req/s, p50 $(ms "$W_P50") ms, **p99 $(ms "$W_P99") ms**, errors $W_BAD"
   stop "$SVC_PID"
   bytes=$(du -cb "$dir"/broker.db* | tail -1 | cut -f1)
@@ -151,7 +151,7 @@ if [ $# -ge 2 ]; then
 fi
 if [ -n "$PG_BASE" ]; then
   log "2. refresher, 100,000 due on PostgreSQL"
-  refresher "PostgreSQL, fast endpoint" "$(pg_db fast)" 100000 "$FAKE_URL/token"
+  refresher "PostgreSQL, fast endpoint" "$(pg_db fast)" "${BENCH_PG_FAST_N:-100000}" "$FAKE_URL/token"
 fi
 
 # ---------------------------------------------- 3. refresher, 100 ms token endpoint

@@ -29,7 +29,7 @@ use secrecy::SecretString;
 use oauth_broker::crypto::Keyring;
 use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent};
 use oauth_broker::domain::{ConnectionName, EventKind, FlowType, OrgId, TokenAuthMethod};
-use oauth_broker::store::{ImportedConnection, open_pool};
+use oauth_broker::store::{ImportedConnection, IssuedToken, open_pool};
 
 fn flag(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -232,10 +232,12 @@ async fn seed_direct(args: &[String]) -> anyhow::Result<()> {
                 created_by: "bench".into(),
                 now,
             },
-            access_token: SecretString::from(format!("bench-access-token-{n}")),
-            token_type: "Bearer".into(),
-            token_expires_at: Some(now + chrono::Duration::seconds(expires_in)),
-            last_refresh_at: Some(now - chrono::Duration::hours(3)),
+            token: IssuedToken {
+                access_token: SecretString::from(format!("bench-access-token-{n}")),
+                token_type: "Bearer".into(),
+                token_expires_at: Some(now + chrono::Duration::seconds(expires_in)),
+                last_refresh_at: Some(now - chrono::Duration::hours(3)),
+            },
             event: NewEvent {
                 org_id: org,
                 connection_id: String::new(),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::{StoreError, StoreResult};
@@ -65,6 +66,112 @@ pub trait ConnectionStore {
     fn open_secrets(&self, conn: &Connection) -> StoreResult<ConnectionSecrets>;
 }
 
+/// A connection row about to be inserted: its id and its secrets sealed under it.
+/// Without a token it starts `not_connected`; with one (an import) `completed`.
+pub(super) struct NewRow<'a> {
+    pub(super) id: String,
+    pub(super) client_secret: Option<String>,
+    pub(super) refresh_token: Option<String>,
+    pub(super) access_token: Option<String>,
+    pub(super) token: Option<&'a IssuedToken>,
+}
+
+/// A token a connection arrives with (`ImportStore`).
+pub struct IssuedToken {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> NewRow<'a> {
+    pub(super) fn seal(
+        store: &SqlStore,
+        new: &NewConnection,
+        token: Option<&'a IssuedToken>,
+    ) -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        let seal = |secret: Option<&SecretString>, field| {
+            let aad = Aad {
+                org_id: new.org_id.as_str(),
+                row_id: &id,
+                field,
+            };
+            secret.map(|s| store.keyring.seal(s.expose_secret(), aad))
+        };
+        Self {
+            client_secret: seal(new.client_secret.as_ref(), fields::CLIENT_SECRET),
+            refresh_token: seal(new.refresh_token.as_ref(), fields::REFRESH_TOKEN),
+            access_token: seal(token.map(|t| &t.access_token), fields::ACCESS_TOKEN),
+            token,
+            id,
+        }
+    }
+
+    pub(super) fn status(&self) -> ConnectionStatus {
+        match self.token {
+            Some(_) => ConnectionStatus::Completed,
+            None => ConnectionStatus::NotConnected,
+        }
+    }
+}
+
+/// Inserts `$row` (a `NewRow`) of `$new` (its `NewConnection`) on `$executor`; returns
+/// the stored row (`Result<ConnectionRow, sqlx::Error>`).
+macro_rules! insert_new_row {
+    ($executor:expr, $row:expr, $new:expr) => {{
+        let (row, new): (
+            &$crate::store::connections::NewRow<'_>,
+            &$crate::domain::NewConnection,
+        ) = ($row, $new);
+        let c = &new.config;
+        let token = row.token;
+        sqlx::query_as::<_, $crate::store::connections::ConnectionRow>(concat!(
+            "insert into connections (id, org_id, name, flow_type, client_id, \
+             client_secret_sealed, authorization_url, token_url, scopes, token_auth_method, \
+             extra_authorization_params, extra_token_params, test_url, obo_config, status, \
+             refresh_token_sealed, access_token_sealed, token_type, token_expires_at, \
+             last_refresh_at, created_at, created_by, updated_at, version) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, $22, $21, 1) returning ",
+            $crate::store::connections::connection_columns!()
+        ))
+        .bind(&row.id)
+        .bind(new.org_id.as_str())
+        .bind(new.name.as_str())
+        .bind(c.flow_type.as_str())
+        .bind(&c.client_id)
+        .bind(&row.client_secret)
+        .bind(&c.authorization_url)
+        .bind(&c.token_url)
+        .bind($crate::store::sql::to_json(&c.scopes))
+        .bind(c.token_auth_method.as_str())
+        .bind($crate::store::sql::to_json(&c.extra_authorization_params))
+        .bind($crate::store::sql::to_json(&c.extra_token_params))
+        .bind(&c.test_url)
+        .bind($crate::store::connections::OboColumn::of(c))
+        .bind(row.status().as_str())
+        .bind(&row.refresh_token)
+        .bind(&row.access_token)
+        .bind(token.map(|t| t.token_type.as_str()))
+        .bind(
+            token
+                .and_then(|t| t.token_expires_at)
+                .map($crate::store::types::to_ms),
+        )
+        .bind(
+            token
+                .and_then(|t| t.last_refresh_at)
+                .map($crate::store::types::to_ms),
+        )
+        .bind($crate::store::types::to_ms(new.now))
+        .bind(&new.created_by)
+        .fetch_one($executor)
+        .await
+    }};
+}
+pub(super) use insert_new_row;
+
 /// The columns of `ConnectionRow`, in a `select` or a `returning`.
 macro_rules! connection_columns {
     () => {
@@ -84,50 +191,9 @@ impl ConnectionStore for SqlStore {
         new: NewConnection,
         event: NewEvent,
     ) -> StoreResult<Connection> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let seal = |secret: Option<&SecretString>, field| {
-            let aad = Aad {
-                org_id: new.org_id.as_str(),
-                row_id: &id,
-                field,
-            };
-            secret.map(|s| self.keyring.seal(s.expose_secret(), aad))
-        };
-        let client_secret = seal(new.client_secret.as_ref(), fields::CLIENT_SECRET);
-        let refresh_token = seal(new.refresh_token.as_ref(), fields::REFRESH_TOKEN);
-        let now = to_ms(new.now);
-        let c = &new.config;
+        let row = NewRow::seal(self, &new, None);
         let row: ConnectionRow = in_write_tx!(self, |tx| {
-            let row = sqlx::query_as(concat!(
-                "insert into connections (id, org_id, name, flow_type, client_id, \
-                 client_secret_sealed, authorization_url, token_url, scopes, token_auth_method, \
-                 extra_authorization_params, extra_token_params, test_url, obo_config, status, \
-                 refresh_token_sealed, created_at, created_by, updated_at, version) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $17, 1) returning ",
-                connection_columns!()
-            ))
-            .bind(&id)
-            .bind(new.org_id.as_str())
-            .bind(new.name.as_str())
-            .bind(c.flow_type.as_str())
-            .bind(&c.client_id)
-            .bind(client_secret)
-            .bind(&c.authorization_url)
-            .bind(&c.token_url)
-            .bind(to_json(&c.scopes))
-            .bind(c.token_auth_method.as_str())
-            .bind(to_json(&c.extra_authorization_params))
-            .bind(to_json(&c.extra_token_params))
-            .bind(&c.test_url)
-            .bind(OboColumn::of(c))
-            .bind(ConnectionStatus::NotConnected.as_str())
-            .bind(refresh_token)
-            .bind(now)
-            .bind(&new.created_by)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| {
+            let stored = insert_new_row!(&mut *tx, &row, &new).map_err(|e| {
                 unique_to_conflict(e, || {
                     format!(
                         "a connection named `{}` already exists in org `{}`",
@@ -135,13 +201,14 @@ impl ConnectionStore for SqlStore {
                     )
                 })
             })?;
+            let id = row.id.clone();
             let event = NewEvent {
                 connection_id: id.clone(),
                 ..event
             };
             insert_event!(&mut *tx, &event);
             commit_write!(self, tx, new.name.as_str(), false);
-            row
+            stored
         });
         row.try_into()
     }

@@ -6,7 +6,7 @@ use oauth_broker::domain::{ConnectionConfig, NewConnection, NewEvent, SecretWrit
 use oauth_broker::domain::{
     ConnectionName, ConnectionStatus, EventKind, FlowType, OrgId, TokenAuthMethod,
 };
-use oauth_broker::store::{DynStore, ImportedConnection};
+use oauth_broker::store::{DynStore, ImportedConnection, IssuedToken};
 use secrecy::SecretString;
 
 /// A connection to seed as due, and the secrets it holds (sealed by the store).
@@ -47,10 +47,12 @@ pub fn imported_due(due: &Due<'_>, now: DateTime<Utc>) -> ImportedConnection {
     let (new, event) = new_due(due, now);
     ImportedConnection {
         new,
-        access_token: SecretString::from(due.access_token),
-        token_type: "Bearer".into(),
-        token_expires_at: Some(now + chrono::Duration::hours(1)),
-        last_refresh_at: Some(now - chrono::Duration::hours(1)),
+        token: IssuedToken {
+            access_token: SecretString::from(due.access_token),
+            token_type: "Bearer".into(),
+            token_expires_at: Some(now + chrono::Duration::hours(1)),
+            last_refresh_at: Some(now - chrono::Duration::hours(1)),
+        },
         event,
     }
 }
