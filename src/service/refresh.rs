@@ -171,42 +171,16 @@ pub async fn refresh(
     need: Need,
     actor: &str,
 ) -> Result<Refreshed, NoToken> {
-    refresh_with(broker, id, need, actor, None).await
-}
-
-/// `refresh` of a connection this replica's run has claimed (`claim_due_connections`
-/// leased it under the replica's id and read it): the same single flight, without
-/// taking the lease or reading the row again. The run releases its claims afterwards.
-pub async fn refresh_claimed(
-    broker: &Arc<Broker>,
-    claimed: Connection,
-    need: Need,
-) -> Result<Refreshed, NoToken> {
-    let id = claimed.id.clone();
-    refresh_with(broker, &id, need, "refresher", Some(claimed)).await
-}
-
-async fn refresh_with(
-    broker: &Arc<Broker>,
-    id: &str,
-    need: Need,
-    actor: &str,
-    mut claimed: Option<Connection>,
-) -> Result<Refreshed, NoToken> {
     let mut flights = 0;
     loop {
         flights += 1;
         let leader = broker.clone();
         let owned_id = id.to_owned();
         let actor = actor.to_owned();
-        let claimed = claimed.take();
         let (outcome, led) = broker
             .refreshes
             .run(id, move || async move {
-                match claimed {
-                    Some(conn) => refresh_holding_lease(&leader, conn, need, &actor).await,
-                    None => refresh_with_lease(&leader, &owned_id, need, &actor).await,
-                }
+                refresh_with_lease(&leader, &owned_id, need, &actor).await
             })
             .await;
         let last_chance = flights >= MAX_FLIGHTS;
@@ -244,7 +218,7 @@ async fn refresh_with_lease(
         broker,
         Leased::Connection,
         id,
-        || async { refresh_holding_lease(broker, read(broker, id).await?, need, actor).await },
+        || refresh_holding_lease(broker, id, need, actor),
         || async {
             let conn = read(broker, id).await?;
             if need.met_by(&conn, broker.clock.now()) {
@@ -324,14 +298,14 @@ where
     }
 }
 
-/// Refreshes `conn` as read under the lease (another replica may have refreshed just
-/// before: then there is nothing to do).
 async fn refresh_holding_lease(
     broker: &Arc<Broker>,
-    conn: Connection,
+    id: &str,
     need: Need,
     actor: &str,
 ) -> FlightOutcome {
+    // Re-read under the lease: another replica may have refreshed meanwhile.
+    let conn = read(broker, id).await?;
     if need.met_by(&conn, broker.clock.now()) {
         return Ok((Arc::new(conn), false));
     }

@@ -21,18 +21,18 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::refresh::{Need, refresh_claimed};
+use super::refresh::{Need, refresh};
 use super::{Broker, NoToken};
 use crate::domain::{RefreshRun, RunError};
-use crate::store::{Claim, ClaimPosition};
+use crate::store::{CLAIM_PREFIX, Claim, ClaimPosition};
 
 const PAGE_SIZE: i64 = 500;
 /// Connections claimed by one statement; a batch is refreshed before the next is claimed.
 const BATCH: i64 = 256;
 /// How long a claim holds a batch: as long as a refresh lease, so a dead replica's
-/// batch is free again as soon as its leases would be. A claim that lapses before its
-/// connection's turn costs nothing: the refresh re-leases it, and skips it when another
-/// replica has meanwhile taken it.
+/// batch is free again as soon as its leases would be. A claim only reserves: each
+/// connection's turn takes the lease and re-reads the row like any refresh, and a caller
+/// that needs a claimed connection first takes it (the turn then finds it done).
 const CLAIM_SECONDS: i64 = super::refresh::LEASE_SECONDS;
 const MAX_RECORDED_ERRORS: usize = 100;
 /// How often a run in progress records that its process is alive.
@@ -96,11 +96,12 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
     let concurrency = broker.settings.refresh_concurrency.max(1);
     let limits = Limits::new(concurrency, broker.settings.refresh_concurrency_per_host);
     let mut after = ClaimPosition::Start;
+    let claim_owner = format!("{CLAIM_PREFIX}{}", broker.replica_id);
     loop {
         // One statement claims a batch: with several replicas each takes its own.
         let now = broker.clock.now();
         let claim = Claim {
-            owner: &broker.replica_id,
+            owner: &claim_owner,
             now,
             until: now + Duration::seconds(CLAIM_SECONDS),
             due_before: started + threshold,
@@ -132,7 +133,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
                     // busy provider does not hold a slot another provider could use.
                     let _host = limits.host(&conn.config.token_url).await;
                     let _run = limits.overall().await;
-                    let outcome = refresh_claimed(broker, conn, need).await;
+                    let outcome = refresh(broker, &conn.id, need, "refresher").await;
                     (org, name, outcome)
                 }
             })
@@ -142,7 +143,7 @@ pub async fn run_with(guard: RunGuard, trigger: &str) -> RefreshRun {
             let called = outcome.map(|r| r.called_provider);
             tally(&mut run, called, org.as_str(), || name.to_string());
         }
-        if let Err(e) = broker.store.release_claims(&broker.replica_id).await {
+        if let Err(e) = broker.store.release_claims(&claim_owner).await {
             tracing::warn!(error = %e, "could not release the run's claims (they lapse by themselves)");
         }
         broker.refresher.show(&run);

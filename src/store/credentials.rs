@@ -53,8 +53,12 @@ pub trait CredentialStore {
     async fn release_claims(&self, owner: &str) -> StoreResult<u64>;
 }
 
+/// What a claim's owner starts with: a lease only reserving the row (see `lease_sql!`).
+pub const CLAIM_PREFIX: &str = "claim:";
+
 /// A refresher batch's claim.
 pub struct Claim<'a> {
+    /// `CLAIM_PREFIX` and the replica's id.
     pub owner: &'a str,
     pub now: DateTime<Utc>,
     pub until: DateTime<Utc>,
@@ -132,8 +136,10 @@ macro_rules! claim_sql {
     };
 }
 
-/// Lease statements for a table: take one that is free, expired, already ours, or
-/// claimed by our replica's run (`$5`, the replica id); release ours.
+/// Lease statements for a table: take one that is free, expired, already ours, or only
+/// claimed by a refresher run (`CLAIM_PREFIX`): a claim reserves a row for a run's
+/// batch, and whoever needs the row first takes it (the run's own turn then takes the
+/// lease like any caller, and re-reads the row under it); release ours.
 macro_rules! lease_sql {
     (take, $table:literal) => {
         concat!(
@@ -141,7 +147,7 @@ macro_rules! lease_sql {
             $table,
             " set lease_owner = $2, lease_until = $4 \
              where id = $1 and (lease_until is null or lease_until < $3 or lease_owner = $2 \
-             or lease_owner = $5)"
+             or lease_owner like 'claim:%')"
         )
     };
     (release, $table:literal) => {
@@ -204,16 +210,12 @@ impl CredentialStore for SqlStore {
             Leased::Connection => lease_sql!(take, "connections"),
             Leased::OboSession => lease_sql!(take, "obo_sessions"),
         };
-        // A lease this replica's run claimed (owned by the replica's id) is this
-        // process's to take: its single flight already keeps one refresh per row.
-        let replica = owner.split(':').next().unwrap_or(owner);
         let taken = on_db!(self, |pool| {
             sqlx::query(sql)
                 .bind(id)
                 .bind(owner)
                 .bind(to_ms(now))
                 .bind(to_ms(until))
-                .bind(replica)
                 .execute(pool)
                 .await?
                 .rows_affected()

@@ -29,7 +29,7 @@ mod workflows;
 pub use connect::{redact_database_url, sqlite_path};
 pub use connections::ConnectionStore;
 pub use connections::IssuedToken;
-pub use credentials::{Claim, ClaimPosition, CredentialStore};
+pub use credentials::{CLAIM_PREFIX, Claim, ClaimPosition, CredentialStore};
 pub use error::{StoreError, StoreResult};
 pub use events::EventStore;
 pub use import::{ImportStore, ImportedConnection};

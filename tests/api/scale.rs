@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
@@ -312,4 +312,90 @@ on_both_backends! {
         assert_eq!(refreshed, 60, "the two runs' refreshes add up to the due connections: {one} {two}");
         assert_eq!(app.db.number("select count(*) from connections where lease_owner is not null").await, 0, "no claim is left");
     }
+}
+
+/// The scenario of `a_connection_refreshed_while_it_waits_in_a_runs_batch_is_not_refreshed_again`.
+async fn refreshed_while_claimed(backend: Backend) {
+    // Arrange: four due connections on one slow server, one call at a time: the run
+    // claims all four and works through them 400 ms apart.
+    let Some(run_app) = spawn_app_tuned(backend, |s| s.refresh_concurrency_per_host = 1).await
+    else {
+        return;
+    };
+    let provider = CountingProvider::start(Duration::from_millis(400), &Arc::default()).await;
+    for i in 0..4 {
+        insert_due(&run_app, &format!("due-{i}"), &provider.url).await;
+    }
+    let last = run_app
+        .db
+        .query_texts("select name from connections order by id desc limit 1")
+        .await[0][0]
+        .clone();
+
+    // Act: a run starts; while the last of its batch waits its turn, a forced
+    // refresh of it on the same replica.
+    let res = run_app
+        .admin(Method::POST, "/api/oauth/refresh/run", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let forced = run_app
+        .admin(
+            Method::POST,
+            &format!("/api/oauth/connections/{last}/refresh"),
+            Some("acme"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forced.status(),
+        200,
+        "a claim does not hold a caller back: {}",
+        forced.text().await.unwrap()
+    );
+    let run = loop {
+        let status: Value = run_app
+            .admin(Method::GET, "/api/oauth/refresh/status", None)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["running"].is_null() && !status["last_run"].is_null() {
+            break status["last_run"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Assert: four calls in all: the run's turn re-read the row, found it refreshed
+    // in this cycle, and did not call again (from its claim-time copy it would have:
+    // with a rotating provider, a used refresh token sent twice).
+    assert_eq!(provider.own.total(), 4, "one call per connection: {run}");
+    assert_eq!(
+        (&run["refreshed"], &run["skipped"]),
+        (&json!(3), &json!(1)),
+        "{run}"
+    );
+    assert_eq!(
+        run_app
+            .db
+            .number("select count(*) from connections where lease_owner is not null")
+            .await,
+        0,
+        "no claim is left"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_refreshed_while_it_waits_in_a_runs_batch_is_not_refreshed_again_sqlite() {
+    refreshed_while_claimed(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_connection_refreshed_while_it_waits_in_a_runs_batch_is_not_refreshed_again_postgres() {
+    refreshed_while_claimed(Backend::Postgres).await;
 }
