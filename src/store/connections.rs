@@ -251,41 +251,69 @@ impl ConnectionStore for SqlStore {
         filter: &ConnectionFilter,
         page: &PageRequest<(String, String)>,
     ) -> StoreResult<Page<Connection>> {
-        let (first, second) = match filter.orgs.as_slice() {
-            [] => return Ok(Page::from_rows(Vec::new(), page)),
-            [one] => (one, one),
-            [one, two] => (one, two),
-            _ => {
-                return Err(StoreError::Corrupt(
-                    "list_connections takes at most two orgs".into(),
-                ));
+        if filter.orgs.len() > 2 {
+            return Err(StoreError::Corrupt(
+                "list_connections takes at most two orgs".into(),
+            ));
+        }
+        let mut orgs: Vec<&str> = filter.orgs.iter().map(|o| o.as_str()).collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        // Names are `[A-Za-z0-9_-]`: every one sorts before "~". The order of orgs is
+        // decided here (byte order), not by the database's collation.
+        let (low, high) = filter
+            .name_range()
+            .unwrap_or_else(|| (String::new(), "~".into()));
+        // Keyset, one org at a time in (org_id, name) order: each statement reads one
+        // range of an index ((org_id, name), or (org_id, status, name) with a status),
+        // so a page deep in an org of a million rows costs what the first does.
+        let mut rows: Vec<ConnectionRow> = Vec::new();
+        for org in orgs {
+            let after_name = match &page.after {
+                Some((after_org, _)) if after_org.as_str() > org => continue,
+                Some((after_org, name)) if after_org == org => name.as_str(),
+                _ => "",
+            };
+            let left = page.fetch() as i64 - rows.len() as i64;
+            if left <= 0 {
+                break;
             }
-        };
-        let (after_org, after_name) = page.after.clone().unzip();
-        let (low, high) = filter.name_range().unzip();
-        // Keyset: rows after the last one seen in (org_id, name) order, read from the
-        // unique (org_id, name) index; the name range is the prefix filter.
-        let rows: Vec<ConnectionRow> = on_db!(self, |pool| {
-            sqlx::query_as(concat!(
-                "select ",
-                connection_columns!(),
-                " from connections where (org_id = $1 or org_id = $2) \
-                 and ($3 is null or org_id > $3 or (org_id = $3 and name > $4)) \
-                 and ($5 is null or status = $5) \
-                 and ($6 is null or (name >= $6 and name < $7)) \
-                 order by org_id, name limit $8"
-            ))
-            .bind(first.as_str())
-            .bind(second.as_str())
-            .bind(after_org.as_deref())
-            .bind(after_name.as_deref())
-            .bind(filter.status.map(|s| s.as_str()))
-            .bind(low.as_deref())
-            .bind(high.as_deref())
-            .bind(page.fetch() as i64)
-            .fetch_all(pool)
-            .await
-        })?;
+            let sql = match filter.status {
+                Some(_) => concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where org_id = $1 and status = $6 and name > $2 \
+                     and name >= $3 and name < $4 order by name limit $5"
+                ),
+                None => concat!(
+                    "select ",
+                    connection_columns!(),
+                    " from connections where org_id = $1 and name > $2 \
+                     and name >= $3 and name < $4 order by name limit $5"
+                ),
+            };
+            let status = filter.status.map(|s| s.as_str());
+            let found: Vec<ConnectionRow> = on_db!(self, |pool| {
+                let query = sqlx::query_as(sql)
+                    .bind(org)
+                    .bind(after_name)
+                    .bind(low.as_str())
+                    .bind(high.as_str())
+                    .bind(left);
+                match status {
+                    Some(status) => query.bind(status),
+                    None => query,
+                }
+                .fetch_all(pool)
+                .await
+            })?;
+            rows.extend(found);
+        }
+        // The range is the prefix in byte order; a database whose collation orders text
+        // otherwise (en_US ignores case and punctuation at first) may add names to it.
+        if let Some(prefix) = filter.name_prefix.as_deref() {
+            rows.retain(|r| r.name.starts_with(prefix));
+        }
         let rows = rows
             .into_iter()
             .map(Connection::try_from)
