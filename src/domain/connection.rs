@@ -141,3 +141,52 @@ impl SealedRow for Connection {
         format!("connection {}/{}", self.org_id, self.name)
     }
 }
+
+/// Which connections a list shows: those of `orgs` (one or two: the caller's and
+/// GLOBAL), optionally of one status and with names starting with `name_prefix`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub orgs: Vec<OrgId>,
+    pub status: Option<ConnectionStatus>,
+    pub name_prefix: Option<String>,
+}
+
+impl ConnectionFilter {
+    /// The half-open range of names `[low, high)` the prefix selects, so the list reads a
+    /// range of the `(org_id, name)` index rather than matching a pattern. Names are
+    /// ASCII (`[A-Za-z0-9_-]`), so the bound after a prefix is its last byte plus one.
+    pub fn name_range(&self) -> Option<(String, String)> {
+        let prefix = self.name_prefix.as_deref().filter(|p| !p.is_empty())?;
+        let mut high = prefix.as_bytes().to_vec();
+        let last = high.last_mut().expect("a non-empty prefix");
+        *last = last.saturating_add(1);
+        Some((
+            prefix.to_owned(),
+            String::from_utf8_lossy(&high).into_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_prefix_selects_the_names_that_start_with_it() {
+        let filter = ConnectionFilter {
+            name_prefix: Some("git".into()),
+            ..Default::default()
+        };
+        let (low, high) = filter.name_range().unwrap();
+        for name in ["git", "github", "gitlab", "git_z", "git-1"] {
+            assert!(low.as_str() <= name && name < high.as_str(), "{name} is in");
+        }
+        for name in ["gis", "giu", "gh", "gi"] {
+            assert!(
+                !(low.as_str() <= name && name < high.as_str()),
+                "{name} is out"
+            );
+        }
+        assert_eq!(ConnectionFilter::default().name_range(), None);
+    }
+}

@@ -23,14 +23,14 @@ mod sealed;
 mod workflow;
 
 pub use caller::{Caller, Forbidden};
-pub use connection::{Connection, ConnectionConfig, NewConnection};
+pub use connection::{Connection, ConnectionConfig, ConnectionFilter, NewConnection};
 pub use enums::{ConnectionStatus, EventKind, FlowType, OboGrant, Role, TokenAuthMethod};
 pub use errors::{FieldErrors, ParseError};
 pub use event::{Event, NewEvent};
 pub use key::{ApiKey, NewApiKey};
 pub use names::{ConnectionName, OrgId, OrgScope, WorkflowId};
 pub use obo::{AssertionRules, OboSession};
-pub use page::{ConnectionFilter, Page, PageRequest};
+pub use page::{Page, PageRequest};
 pub use pending::{NewPending, PendingAuthorization};
 pub use provider_url::ProviderUrl;
 pub use run::{RefreshRun, RunError};
